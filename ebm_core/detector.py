@@ -1,0 +1,239 @@
+"""EnergyDetector: fit an energy model, calibrate a conformal threshold, score, save and load.
+
+Follows scikit-learn's fitted-state style (IsolationForest: `fit` then `offset_`): the constructor only
+stores the config; `fit` sets `mean_`, `scale_`, `energy_`, `history_`; `calibrate` sets
+`calibration_energies_`, `threshold_`, `alpha_`. Scores are energies: higher = more OOD.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ebm_core.calibration import conformal_p_values, conformal_threshold
+from ebm_core.energies.mlp import MLPEnergy, MLPEnergyConfig
+from ebm_core.errors import NotCalibratedError, NotFittedError, ShapeError
+from ebm_core.objectives.contrastive_divergence import PersistentContrastiveDivergence
+from ebm_core.replay_buffer import ReplayBuffer
+from ebm_core.samplers.langevin import LangevinSampler
+from ebm_core.shapes import check_batch
+from ebm_core.training import TrainConfig, TrainingCallback, TrainingHistory, train_energy
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "weights.safetensors"
+METADATA_FILE = "detector.json"
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    hidden_dims: tuple[int, ...] = (256, 256)
+    spectral_norm: bool = False
+    sampler: LangevinSampler = field(
+        default_factory=lambda: LangevinSampler(step_size=0.01, noise_scale=0.1, n_steps=30, grad_clip=None)
+    )
+    buffer_capacity: int = 10_000
+    buffer_reinit_rate: float = 0.05
+    noise_margin: float = 0.25  # restart noise box = data box widened by this share of its range
+    energy_l2: float = 0.1
+    min_feature_scale: float = 1e-3  # features with a smaller std are not rescaled
+    train: TrainConfig = field(default_factory=TrainConfig)
+    device: str = "cpu"
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["hidden_dims"] = list(self.hidden_dims)
+        if self.sampler.clamp is not None:
+            data["sampler"]["clamp"] = list(self.sampler.clamp)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DetectorConfig":
+        data = dict(data)
+        sampler = dict(data.pop("sampler", {}))
+        if sampler.get("clamp") is not None:
+            sampler["clamp"] = tuple(sampler["clamp"])
+        return cls(
+            hidden_dims=tuple(data.pop("hidden_dims", (256, 256))),
+            sampler=LangevinSampler(**sampler),
+            train=TrainConfig(**data.pop("train", {})),
+            **data,
+        )
+
+
+class EnergyDetector:
+    def __init__(self, config: DetectorConfig | None = None):
+        self.config = config or DetectorConfig()
+
+    # ---- fitting -------------------------------------------------------------------------
+    def fit(
+        self,
+        x_train: np.ndarray,
+        seed: int = 0,
+        feature_names: list[str] | None = None,
+        callbacks: tuple[TrainingCallback, ...] = (),
+    ) -> "EnergyDetector":
+        x = _as_float_array(x_train, "x_train")
+        if feature_names is not None and len(feature_names) != x.shape[1]:
+            raise ShapeError(f"{len(feature_names)} feature names for {x.shape[1]} feature columns")
+        self.n_features_in_ = x.shape[1]
+        self.feature_names_in_ = list(feature_names) if feature_names is not None else None
+        self.mean_ = x.mean(axis=0)
+        std = x.std(axis=0)
+        self.scale_ = np.where(std < self.config.min_feature_scale, 1.0, std)
+
+        device = torch.device(self.config.device)
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        x_std = torch.as_tensor(self._standardize(x), dtype=torch.float32)
+        low, high = x_std.min(dim=0).values, x_std.max(dim=0).values
+        margin = self.config.noise_margin * (high - low) + 1e-3
+        buffer = ReplayBuffer(
+            capacity=self.config.buffer_capacity,
+            noise_low=low - margin,
+            noise_high=high + margin,
+            reinit_rate=self.config.buffer_reinit_rate,
+            generator=generator,
+        )
+        objective = PersistentContrastiveDivergence(self.config.sampler, buffer, self.config.energy_l2)
+        energy = _build_energy(self.n_features_in_, self.config, seed).to(device)
+        self.history_: TrainingHistory = train_energy(
+            energy, objective, x_std.to(device), self.config.train, generator, callbacks
+        )
+        self.energy_ = energy.eval()
+        return self
+
+    def calibrate(self, x_cal: np.ndarray, alpha: float = 0.05) -> "EnergyDetector":
+        energies = self.score(x_cal)
+        self.calibration_energies_ = np.sort(energies)
+        self.alpha_ = float(alpha)
+        self.threshold_ = conformal_threshold(energies, alpha)
+        return self
+
+    # ---- scoring -------------------------------------------------------------------------
+    def score(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+        """Energy per row (higher = more OOD), shape (N,)."""
+        self._check_fitted()
+        x = _as_float_array(x, "x", n_features=self.n_features_in_)
+        device = next(self.energy_.parameters()).device
+        x_std = torch.as_tensor(self._standardize(x), dtype=torch.float32)
+        chunks = []
+        with torch.no_grad():
+            for start in range(0, x_std.shape[0], batch_size):
+                chunks.append(self.energy_(x_std[start : start + batch_size].to(device)).cpu())
+        return torch.cat(chunks).double().numpy() if chunks else np.zeros(0)
+
+    def p_value(self, x: np.ndarray) -> np.ndarray:
+        self._check_calibrated()
+        return conformal_p_values(self.calibration_energies_, self.score(x))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """True where the input is flagged as OOD (energy above the calibrated threshold)."""
+        self._check_calibrated()
+        return self.score(x) > self.threshold_
+
+    # ---- persistence: safetensors weights + JSON, never pickle ----------------------------
+    def save(self, directory: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        self._check_fitted()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {f"energy.{k}": v.detach().cpu().contiguous() for k, v in self.energy_.state_dict().items()}
+        tensors["standardizer.mean"] = torch.as_tensor(self.mean_)
+        tensors["standardizer.scale"] = torch.as_tensor(self.scale_)
+        calibrated = hasattr(self, "threshold_")
+        if calibrated:
+            tensors["calibration.energies"] = torch.as_tensor(self.calibration_energies_)
+        metadata = {
+            "format_version": FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "n_features_in": self.n_features_in_,
+            "feature_names_in": self.feature_names_in_,
+            "alpha": self.alpha_ if calibrated else None,
+            "threshold": _json_float(self.threshold_) if calibrated else None,
+            "history": self.history_.to_dict() if hasattr(self, "history_") else None,
+        }
+        # Write to temporary names first so a failure never leaves a half-written detector.
+        weights_tmp = directory / (WEIGHTS_FILE + ".tmp")
+        metadata_tmp = directory / (METADATA_FILE + ".tmp")
+        save_file(tensors, str(weights_tmp))
+        metadata_tmp.write_text(json.dumps(metadata, indent=2))
+        weights_tmp.replace(directory / WEIGHTS_FILE)
+        metadata_tmp.replace(directory / METADATA_FILE)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "cpu") -> "EnergyDetector":
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        metadata_path, weights_path = directory / METADATA_FILE, directory / WEIGHTS_FILE
+        for path in (metadata_path, weights_path):
+            if not path.exists():
+                raise FileNotFoundError(f"not a saved EnergyDetector: {path} is missing")
+        metadata = json.loads(metadata_path.read_text())
+        if metadata.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{metadata_path}: format_version {metadata.get('format_version')}, expected {FORMAT_VERSION}"
+            )
+        tensors = load_file(str(weights_path))
+        config = DetectorConfig.from_dict({**metadata["config"], "device": device})
+        detector = cls(config)
+        detector.n_features_in_ = int(metadata["n_features_in"])
+        detector.feature_names_in_ = metadata["feature_names_in"]
+        detector.mean_ = tensors["standardizer.mean"].numpy()
+        detector.scale_ = tensors["standardizer.scale"].numpy()
+        energy = _build_energy(detector.n_features_in_, config, seed=0)
+        energy.load_state_dict({k[len("energy.") :]: v for k, v in tensors.items() if k.startswith("energy.")})
+        detector.energy_ = energy.to(device).eval()
+        if metadata["threshold"] is not None:
+            detector.calibration_energies_ = tensors["calibration.energies"].numpy()
+            detector.alpha_ = float(metadata["alpha"])
+            detector.threshold_ = float(metadata["threshold"])
+        return detector
+
+    # ---- helpers ---------------------------------------------------------------------------
+    def _standardize(self, x: np.ndarray) -> np.ndarray:
+        return (x - self.mean_) / self.scale_
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "energy_"):
+            raise NotFittedError("this EnergyDetector is not fitted yet: call fit(x_train) first")
+
+    def _check_calibrated(self) -> None:
+        self._check_fitted()
+        if not hasattr(self, "threshold_"):
+            raise NotCalibratedError(
+                "this EnergyDetector is not calibrated yet: call calibrate(x_cal, alpha) first"
+            )
+
+
+def _build_energy(n_features: int, config: DetectorConfig, seed: int) -> MLPEnergy:
+    # Parameter init draws from torch's default generator; fork it so the global state is untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MLPEnergy(MLPEnergyConfig(n_features, config.hidden_dims, config.spectral_norm))
+
+
+def _as_float_array(x, name: str, n_features: int | None = None) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ShapeError(f"{name} must have shape (N, D), got {x.shape}")
+    if n_features is not None and x.shape[1] != n_features:
+        raise ShapeError(f"{name} must have shape (N, {n_features}), got {x.shape}")
+    if not np.issubdtype(x.dtype, np.number):
+        raise TypeError(f"{name} must be numeric, got dtype {x.dtype}")
+    x = x.astype(np.float64)
+    finite = np.isfinite(x)
+    if not finite.all():
+        rows = np.flatnonzero(~finite.all(axis=1))[:5].tolist()
+        cols = np.flatnonzero(~finite.all(axis=0))[:5].tolist()
+        raise ValueError(f"{name} contains NaN or infinite values (rows {rows}, columns {cols})")
+    return x
+
+
+def _json_float(value: float) -> float | str:
+    return value if np.isfinite(value) else ("inf" if value > 0 else "-inf")

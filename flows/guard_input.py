@@ -1,0 +1,57 @@
+"""Validation of rows sent to the served guard: every problem is named (column, rows)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+class InvalidGuardInput(ValueError):
+    """A request the guard cannot score; the message says what is wrong."""
+
+
+def validate_guard_input(model_input, feature_names: list[str]) -> np.ndarray:
+    """Return the (N, D) float matrix of `feature_names`, or raise `InvalidGuardInput`."""
+    if isinstance(model_input, dict):
+        model_input = pd.DataFrame(model_input)
+    if not isinstance(model_input, pd.DataFrame):
+        raise InvalidGuardInput(
+            f"expected a DataFrame with columns {feature_names[0]}..{feature_names[-1]}, "
+            f"got {type(model_input).__name__}"
+        )
+    if len(model_input) == 0:
+        raise InvalidGuardInput("the input has no rows")
+    columns = [str(c) for c in model_input.columns]
+    missing = [c for c in feature_names if c not in columns]
+    extra = [c for c in columns if c not in feature_names]
+    if missing or extra:
+        parts = [f"expected {len(feature_names)} columns, got {len(columns)}"]
+        if missing:
+            parts.append(f"missing columns: {_first(missing)}")
+        if extra:
+            parts.append(f"unexpected columns: {_first(extra)}")
+        raise InvalidGuardInput("; ".join(parts))
+    frame = model_input[feature_names]
+    non_numeric = [c for c in feature_names if not pd.api.types.is_numeric_dtype(frame[c])]
+    for column in non_numeric:
+        converted = pd.to_numeric(frame[column], errors="coerce")
+        bad_rows = np.flatnonzero(converted.isna() & frame[column].notna())
+        if len(bad_rows):
+            raise InvalidGuardInput(
+                f"column {column!r} is not numeric: rows {_first(bad_rows.tolist())} hold "
+                f"{_first([frame[column].iloc[i] for i in bad_rows[:3]])}"
+            )
+    values = frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    finite = np.isfinite(values)
+    if not finite.all():
+        bad_columns = [feature_names[j] for j in np.flatnonzero(~finite.all(axis=0))]
+        bad_rows = np.flatnonzero(~finite.all(axis=1)).tolist()
+        raise InvalidGuardInput(
+            f"NaN or infinite values in columns {_first(bad_columns)} (rows {_first(bad_rows)})"
+        )
+    return values
+
+
+def _first(items: list, n: int = 5) -> str:
+    shown = ", ".join(repr(i) for i in items[:n])
+    return f"[{shown}{', ...' if len(items) > n else ''}]"
