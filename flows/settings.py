@@ -24,3 +24,16 @@ def artifact_root() -> Path:
 def runs_dir() -> Path:
     """Working files of pipeline runs (data splits, detectors, reports) before and after logging."""
     return ebmops_home() / "runs"
+
+
+def configure_torch_threads() -> int:
+    """Intra-op threads for torch, from `EBMOPS_TORCH_THREADS` (default 1).
+
+    The energies are small MLPs: one thread is fastest for them, and several OpenMP threads on a
+    busy 2-core machine make each tiny op many times slower.
+    """
+    import torch
+
+    threads = int(os.environ.get("EBMOPS_TORCH_THREADS", "1"))
+    torch.set_num_threads(threads)
+    return threads
