@@ -54,6 +54,9 @@ class DataCheckFailed(ValueError):
             lines.extend(f"    {line}" for line in result.summary().splitlines())
         super().__init__("\n".join(lines))
 
+    def __reduce__(self):  # Prefect may pickle a task's exception
+        return (type(self), (self.results, self.result_path))
+
 
 @dataclass(frozen=True)
 class EvaluationOutputs:

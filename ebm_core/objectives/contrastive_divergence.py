@@ -1,21 +1,76 @@
+"""Contrastive divergence: lower the energy of data, raise it on samples from the model.
+
+Two ways to start the sampling chains, one loss:
+- `ContrastiveDivergence` (CD-k, Hinton 2002): chains start at the data batch and run k sampler steps;
+- `PersistentContrastiveDivergence` (PCD, Tieleman 2008): chains continue from a replay buffer, a share
+  restarting from noise each draw (Du & Mordatch 2019).
+
+loss = mean E(x_data) - mean E(x_sample) + energy_l2 * mean(E(x_data)^2 + E(x_sample)^2)
+
+The L2 term keeps energies near zero so they cannot drift to huge magnitudes (Du & Mordatch 2019).
+Any sampler with `sample(energy_fn, x_init, generator, n_steps=None)` works (Langevin, MALA, HMC).
+"""
+
 from __future__ import annotations
 
 import torch
 
 from ebm_core.objectives.base import ObjectiveOutput
 from ebm_core.replay_buffer import ReplayBuffer
-from ebm_core.samplers.langevin import LangevinSampler
+from ebm_core.samplers.base import SamplerOutput
+
+
+def sample_negatives(
+    sampler, energy_fn, x_init: torch.Tensor, generator: torch.Generator, n_steps: int | None = None
+) -> SamplerOutput:
+    """Run the sampler from x_init with the energy's parameters frozen (no gradient flows into them)."""
+    requires_grad = [p.requires_grad for p in energy_fn.parameters()]
+    for p in energy_fn.parameters():
+        p.requires_grad_(False)
+    try:
+        return sampler.sample(energy_fn, x_init, generator, n_steps=n_steps)
+    finally:
+        for p, flag in zip(energy_fn.parameters(), requires_grad):
+            p.requires_grad_(flag)
+
+
+def contrastive_loss(
+    energy_fn, x_data: torch.Tensor, chain: SamplerOutput, energy_l2: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    e_pos = energy_fn(x_data)  # (B,)
+    e_neg = energy_fn(chain.samples)  # (B,)
+    loss = e_pos.mean() - e_neg.mean() + energy_l2 * (e_pos.pow(2).mean() + e_neg.pow(2).mean())
+    stats = {
+        "e_pos": float(e_pos.mean().detach()),
+        "e_neg": float(e_neg.mean().detach()),
+        "energy_gap": float((e_neg.mean() - e_pos.mean()).detach()),
+        "sampler_grad_norm": chain.grad_norm_trace[-1],
+    }
+    if chain.acceptance_rate is not None:
+        stats["sampler_acceptance"] = float(chain.acceptance_rate)
+    return loss, stats
+
+
+class ContrastiveDivergence:
+    """CD-k: negatives are k sampler steps away from the data batch (k = the sampler's n_steps by default)."""
+
+    def __init__(self, sampler, k: int | None = None, energy_l2: float = 0.1):
+        if k is not None and k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self.sampler = sampler
+        self.k = k
+        self.energy_l2 = energy_l2
+
+    def __call__(self, energy_fn, x_data: torch.Tensor, generator: torch.Generator) -> ObjectiveOutput:
+        chain = sample_negatives(self.sampler, energy_fn, x_data, generator, n_steps=self.k)
+        loss, stats = contrastive_loss(energy_fn, x_data, chain, self.energy_l2)
+        return ObjectiveOutput(loss=loss, stats=stats)
 
 
 class PersistentContrastiveDivergence:
-    """PCD: push energy down on data and up on Langevin samples continued from a replay buffer.
+    """PCD: chains continue from a replay buffer (its state travels in training checkpoints)."""
 
-    loss = mean E(x_data) - mean E(x_sample) + energy_l2 * mean(E(x_data)^2 + E(x_sample)^2)
-
-    The L2 term keeps energies near zero so they cannot drift to huge magnitudes (Du & Mordatch 2019).
-    """
-
-    def __init__(self, sampler: LangevinSampler, buffer: ReplayBuffer, energy_l2: float = 0.1):
+    def __init__(self, sampler, buffer: ReplayBuffer, energy_l2: float = 0.1):
         self.sampler = sampler
         self.buffer = buffer
         self.energy_l2 = energy_l2
@@ -23,25 +78,15 @@ class PersistentContrastiveDivergence:
     def __call__(self, energy_fn, x_data: torch.Tensor, generator: torch.Generator) -> ObjectiveOutput:
         x_init, index = self.buffer.draw(x_data.shape[0])
         x_init = x_init.to(x_data.device)
-        # Parameters must not receive gradients from the sampling chain.
-        requires_grad = [p.requires_grad for p in energy_fn.parameters()]
-        for p in energy_fn.parameters():
-            p.requires_grad_(False)
-        try:
-            chain = self.sampler.sample(energy_fn, x_init, generator)
-        finally:
-            for p, flag in zip(energy_fn.parameters(), requires_grad):
-                p.requires_grad_(flag)
+        chain = sample_negatives(self.sampler, energy_fn, x_init, generator)
         self.buffer.update(index, chain.samples)
-
-        e_pos = energy_fn(x_data)  # (B,)
-        e_neg = energy_fn(chain.samples)  # (B,)
-        loss = e_pos.mean() - e_neg.mean() + self.energy_l2 * (e_pos.pow(2).mean() + e_neg.pow(2).mean())
-        stats = {
-            "e_pos": float(e_pos.mean().detach()),
-            "e_neg": float(e_neg.mean().detach()),
-            "energy_gap": float((e_neg.mean() - e_pos.mean()).detach()),
-            "sampler_grad_norm": chain.grad_norm_trace[-1],
-            "buffer_mean_age": float(self.buffer.age.float().mean()),
-        }
+        loss, stats = contrastive_loss(energy_fn, x_data, chain, self.energy_l2)
+        stats["buffer_mean_age"] = float(self.buffer.age.float().mean())
         return ObjectiveOutput(loss=loss, stats=stats)
+
+    def state_dict(self) -> dict:
+        return {"buffer": self.buffer.state_dict(), "buffer_generator": self.buffer.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.buffer.load_state_dict(state["buffer"])
+        self.buffer.generator.set_state(state["buffer_generator"])

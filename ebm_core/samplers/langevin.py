@@ -7,6 +7,7 @@ import torch
 
 from ebm_core.errors import NonFiniteError
 from ebm_core.samplers.base import SamplerOutput, energy_and_grad
+from ebm_core.samplers.noise import gaussian_noise
 from ebm_core.shapes import check_batch
 
 
@@ -49,7 +50,7 @@ class LangevinSampler:
                 raise NonFiniteError("Langevin sampler: energy gradient became non-finite")
             if self.grad_clip is not None:
                 grad = grad * torch.clamp(self.grad_clip / (grad_norm + 1e-12), max=1.0)
-            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            noise = gaussian_noise(x.shape, generator, x.device, x.dtype)
             x = x - self.step_size * grad + noise_std * noise
             if self.clamp is not None:
                 x = x.clamp(*self.clamp)

@@ -64,8 +64,8 @@ def test_second_run_adds_version_2_and_leaves_version_1_champion(two_runs):
     first, second = two_runs
     client = MlflowClient()
     assert second.registered.version == "2"
-    assert client.get_model_version_by_alias("ebm-guard", "champion").version == "1"
-    assert client.get_model_version_by_alias("ebm-guard", "challenger").version == "2"
+    assert str(client.get_model_version_by_alias("ebm-guard", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("ebm-guard", "challenger").version) == "2"
     assert client.get_model_version("ebm-guard", "1").status == "READY"
 
 
@@ -124,7 +124,7 @@ def test_nan_in_training_data_stops_at_validation_and_registry_is_unchanged(two_
 
     versions_after = {v.version for v in client.search_model_versions("name='ebm-guard'")}
     assert versions_after == versions_before
-    assert client.get_model_version_by_alias("ebm-guard", "champion").version == "1"
+    assert str(client.get_model_version_by_alias("ebm-guard", "champion").version) == "1"
     assert failure.value.result_path.exists()
     failed_runs = client.search_runs(
         [client.get_experiment_by_name("ebm-guard").experiment_id], "attributes.status = 'FAILED'"

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ebm_core.objectives.base import ObjectiveOutput
+from ebm_core.objectives.labelled import LabelledBatch, check_labels, split_batch
+
+
+class JEMHybrid:
+    """The JEM hybrid (Grathwohl et al. 2020): a classifier that is also an energy model.
+
+    With logits f(x) (B, K) from a `ClassifierEnergy` and E(x) = -T logsumexp(f(x) / T):
+
+    loss = ce_weight * CE(f(x), y) + generative_weight * generative(E, x).loss
+
+    `generative` is a `ContrastiveDivergence` (CD-k) or `PersistentContrastiveDivergence` (the paper's
+    choice: SGLD from a replay buffer); it samples from and trains the logsumexp energy. Batches come
+    as `LabelledBatch(x, y)`: pass `y_train` to `train_energy`.
+    """
+
+    accepts_labels = True
+    requires_labels = True
+
+    def __init__(self, generative, ce_weight: float = 1.0, generative_weight: float = 1.0):
+        if ce_weight < 0 or generative_weight < 0:
+            raise ValueError(f"weights must be >= 0, got {ce_weight}, {generative_weight}")
+        self.generative = generative
+        self.ce_weight = ce_weight
+        self.generative_weight = generative_weight
+
+    def __call__(self, energy_fn, batch: LabelledBatch, generator: torch.Generator) -> ObjectiveOutput:
+        x, y = split_batch(batch)
+        if y is None:
+            raise ValueError("JEMHybrid needs labelled batches: pass y_train to train_energy")
+        y = check_labels(y, x.shape[0])
+        if not callable(getattr(energy_fn, "logits", None)):
+            raise TypeError(f"JEMHybrid needs an energy with logits(x) (ClassifierEnergy), got {type(energy_fn).__name__}")
+        logits = energy_fn.logits(x)  # (B, K)
+        ce = F.cross_entropy(logits, y)
+        generative = self.generative(energy_fn, x, generator)
+        loss = self.ce_weight * ce + self.generative_weight * generative.loss
+        stats = {
+            **generative.stats,
+            "ce_loss": float(ce.detach()),
+            "train_accuracy": float((logits.argmax(dim=1) == y).float().mean()),
+        }
+        return ObjectiveOutput(loss=loss, stats=stats)
+
+    def state_dict(self) -> dict:
+        return self.generative.state_dict() if hasattr(self.generative, "state_dict") else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if hasattr(self.generative, "load_state_dict"):
+            self.generative.load_state_dict(state)
