@@ -19,7 +19,8 @@ Without labels, the label-needing baselines are skipped (and reported as skipped
 A caveat worth knowing when reading the numbers: the two classifier scores only see how confident
 the classifier is, and a linear classifier grows MORE confident far away from the training data,
 so they miss inputs that are far out along a class direction (Hein et al., CVPR 2019). They catch
-inputs that sit between the classes. The distance/density baselines catch far-away inputs.
+inputs that sit between the classes. Cosine k-NN ignores the norm, so it misses the same inputs.
+The Mahalanobis and Gaussian density baselines catch far-away inputs.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -21,6 +22,9 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
+
+# This machine may have no route out; Prefect's local server would otherwise try to send telemetry.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 @app.command()

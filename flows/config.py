@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +10,15 @@ import yaml
 
 from ebm_core import DetectorConfig, LangevinSampler, TrainConfig
 
+DEMO_CONFIG_PATH = Path(__file__).with_name("configs") / "demo.yaml"
+
 
 @dataclass(frozen=True)
 class DigitsDataConfig:
     in_distribution_digits: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
     ood_digits: tuple[int, ...] = (6, 7, 8, 9)
-    train_fraction: float = 0.5
-    calibration_fraction: float = 0.25
+    train_fraction: float = 0.4
+    calibration_fraction: float = 0.3
     n_uniform_noise: int = 500
 
     def __post_init__(self):
@@ -82,8 +83,7 @@ class PipelineConfig:
 
 
 def demo_config() -> PipelineConfig:
-    text = resources.files("flows").joinpath("configs/demo.yaml").read_text()
-    return PipelineConfig.from_dict(yaml.safe_load(text))
+    return PipelineConfig.from_yaml(DEMO_CONFIG_PATH)
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -87,6 +87,7 @@ def log_and_register(
             signature=guard_signature(feature_names),
             input_example=input_example,
             registered_model_name=model_name,
+            pip_requirements=serving_requirements(),
         )
         version = str(model_info.registered_model_version)
     client.set_registered_model_alias(model_name, CHALLENGER, version)
@@ -101,6 +102,13 @@ def log_and_register(
         aliases=tuple(aliases),
         model_uri=f"models:/{model_name}/{version}",
     )
+
+
+def serving_requirements() -> list[str]:
+    """Pinned from the running environment; naming them skips MLflow's slow dependency inference."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("mlflow", "torch", "numpy", "pandas", "safetensors")]
 
 
 def log_failed_validation(experiment_name: str, params: dict[str, str], data_check_path: Path, message: str) -> str:
