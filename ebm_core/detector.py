@@ -38,7 +38,7 @@ class DetectorConfig:
     buffer_capacity: int = 10_000
     buffer_reinit_rate: float = 0.05
     noise_margin: float = 0.25  # restart noise box = data box widened by this share of its range
-    energy_l2: float = 0.1
+    energy_l2: float = 0.01  # 0.1 pins energies at +-5 and flattens the in-distribution tail
     min_feature_scale: float = 1e-3  # features with a smaller std are not rescaled
     train: TrainConfig = field(default_factory=TrainConfig)
     device: str = "cpu"

@@ -18,8 +18,8 @@ operations on those (resamples, m) count matrices, e.g.
 
 which is the Mann-Whitney statistic with ties counted as half (identical to
 `evaluation.metrics.auroc` and scikit-learn's `roc_auc_score`). No per-resample sort is needed.
-Resamples are processed in blocks so memory stays bounded (about 100 resamples at a time for 20k
-scores).
+Resamples are processed in small blocks (about 12 resamples at a time for 20k scores), which
+bounds memory and keeps the working arrays in cache.
 
 Reproducibility: the resample indices depend only on the seed and on (n_in, n_ood), never on the
 metric or the score values, so with the same seed `bootstrap_ci` on detector A, on detector B and
@@ -42,9 +42,11 @@ METRICS: tuple[str, ...] = ("auroc", "aupr_in", "aupr_out", "fpr95", "detection_
 
 _FPR_PATTERN = re.compile(r"fpr(\d+(?:\.\d+)?)")
 
-# Upper bound on (resamples in a block) x (n_in + n_ood): a few arrays of this many int64/float64
-# elements live at once, so ~4M elements keeps a block around 100-200 MB at peak.
-_BLOCK_ELEMENTS = 4_000_000
+# Upper bound on (resamples in a block) x (n_in + n_ood). A few int64/float64 arrays of this size
+# live at once; at ~2 MB each they stay in cache, which measured 2-3x faster than 30 MB blocks
+# (large temporaries are fresh mmap pages every time). Changing it changes which resamples a seed
+# draws, so results are reproducible for a given version of this constant.
+_BLOCK_ELEMENTS = 250_000
 
 
 @dataclass(frozen=True)

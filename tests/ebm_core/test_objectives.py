@@ -178,7 +178,7 @@ def test_label_plumbing_errors_say_what_is_wrong():
         SlicedScoreMatching(projection="sphere")
     with pytest.raises(ValueError, match="sigmas"):
         DenoisingScoreMatching(())
-    with pytest.raises(TypeError, match="log_prob"):
+    with pytest.raises(TypeError, match="sample"):
         NoiseContrastiveEstimation(noise=object())
 
 
