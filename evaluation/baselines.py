@@ -274,7 +274,10 @@ class BaselineResults:
             "metrics": {
                 name: {split: m.to_dict() for split, m in per_split.items()} for name, per_split in self.metrics.items()
             },
-            "scores": {name: {split: list(v) for split, v in per_split.items()} for name, per_split in self.scores.items()},
+            "scores": {
+                name: {split: list(values) for split, values in per_split.items()}
+                for name, per_split in self.scores.items()
+            },
             "seconds": dict(self.seconds),
             "skipped": dict(self.skipped),
         }
@@ -317,7 +320,8 @@ def run_baselines(
     if in_split in ood_splits:
         raise ValueError(f"split {in_split!r} cannot be both the in-distribution split and an OOD split")
     features = {
-        split: _check_features(splits[split], f"splits[{split!r}]", x_train.shape[1]) for split in [in_split, *ood_splits]
+        split: _check_features(splits[split], f"splits[{split!r}]", x_train.shape[1])
+        for split in [in_split, *ood_splits]
     }
 
     metrics: dict[str, dict[str, OODMetrics]] = {}

@@ -215,7 +215,9 @@ def test_run_baselines_fits_the_logistic_regression_once_and_keeps_scores_per_sp
     results = run_baselines(x_train, y_train, splits, "test", ["axis", "along_class"], baselines)
     assert baselines["logit_energy"].classifier_ is baselines["max_softmax"].classifier_
     assert set(results.scores["cosine_knn"]) == {"test", "axis", "along_class"}
-    np.testing.assert_array_equal(results.scores["logit_energy"]["axis"], baselines["logit_energy"].score(splits["axis"]))
+    np.testing.assert_array_equal(
+        results.scores["logit_energy"]["axis"], baselines["logit_energy"].score(splits["axis"])
+    )
     metrics = results.metrics["mahalanobis"]["axis"]
     assert metrics.auroc == auroc(results.scores["mahalanobis"]["test"], results.scores["mahalanobis"]["axis"])
     assert set(results.seconds) == set(BASELINE_NAMES)

@@ -14,6 +14,7 @@ from evaluation.bootstrap import (
     bootstrap_ci,
     bootstrap_cis,
     paired_bootstrap_diff,
+    paired_bootstrap_diffs,
     resampled_metric,
 )
 from evaluation.extra_metrics import detection_error
@@ -136,6 +137,15 @@ def test_paired_difference_of_a_detector_with_itself_is_exactly_zero():
     for metric in METRICS:
         interval = paired_bootstrap_diff(in_scores, ood_scores, in_scores, ood_scores, metric, n_resamples=300)
         assert (interval.estimate, interval.low, interval.high) == (0.0, 0.0, 0.0)
+
+
+def test_paired_differences_of_several_metrics_share_one_set_of_resamples():
+    rng = np.random.default_rng(11)
+    a_in, a_ood = rng.normal(0, 1, 80), rng.normal(1, 1, 60)
+    b_in, b_ood = a_in + rng.normal(0, 0.5, 80), a_ood + rng.normal(0, 0.5, 60)
+    together = paired_bootstrap_diffs(a_in, a_ood, b_in, b_ood, ("auroc", "fpr95"), n_resamples=200, seed=4)
+    for metric in ("auroc", "fpr95"):
+        assert together[metric] == paired_bootstrap_diff(a_in, a_ood, b_in, b_ood, metric, n_resamples=200, seed=4)
 
 
 def test_paired_difference_uses_the_same_resample_for_both_detectors():
