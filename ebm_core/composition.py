@@ -29,10 +29,10 @@ class WeightedSumEnergy(EnergyFunction):
         for weight in weights:
             if not math.isfinite(float(weight)):
                 raise ValueError(f"weights must be finite, got {list(weights)}")
-        dims = {getattr(energy, "input_dim", None) for energy in energies}
-        if len(dims) != 1 or None in dims:
-            raise ValueError(f"every energy must have the same input_dim, got {[getattr(e, 'input_dim', None) for e in energies]}")
-        self.input_dim = dims.pop()
+        dims = [getattr(energy, "input_dim", None) for energy in energies]
+        if len(set(dims)) != 1 or dims[0] is None:
+            raise ValueError(f"every energy must have the same input_dim, got {dims}")
+        self.input_dim = dims[0]
         self.energies = nn.ModuleList(energies)
         self.register_buffer("weights", torch.tensor([float(w) for w in weights]))
 

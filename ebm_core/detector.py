@@ -15,10 +15,15 @@ import numpy as np
 import torch
 
 from ebm_core.calibration import conformal_p_values, conformal_threshold
-from ebm_core.energies.mlp import MLPEnergy, MLPEnergyConfig
 from ebm_core.errors import NotCalibratedError, NotFittedError, ShapeError
-from ebm_core.objectives.contrastive_divergence import PersistentContrastiveDivergence
-from ebm_core.replay_buffer import ReplayBuffer
+from ebm_core.recipes import (
+    LABELLED_OBJECTIVES,
+    OBJECTIVES,
+    build_energy,
+    build_objective,
+    energy_kind,
+    feature_permuted,
+)
 from ebm_core.samplers.langevin import LangevinSampler
 from ebm_core.shapes import check_batch
 from ebm_core.training import TrainConfig, TrainingCallback, TrainingHistory, train_energy
@@ -40,12 +45,25 @@ class DetectorConfig:
     noise_margin: float = 0.25  # restart noise box = data box widened by this share of its range
     energy_l2: float = 0.01  # 0.1 pins energies at +-5 and flattens the in-distribution tail
     min_feature_scale: float = 1e-3  # features with a smaller std are not rescaled
+    objective: str = "cd"  # one of ebm_core.recipes.OBJECTIVES
+    temperature: float = 1.0  # classifier energies: E(x) = -T logsumexp(f(x) / T)
+    dsm_sigmas: tuple[float, ...] = (0.1, 0.3, 1.0)
+    ssm_projections: int = 1
+    nce_noise_ratio: int = 4
+    nce_noise_scale: float = 1.5
+    margin_in: float = -1.0
+    margin_out: float = 1.0
     train: TrainConfig = field(default_factory=TrainConfig)
     device: str = "cpu"
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}; expected one of {', '.join(OBJECTIVES)}")
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["hidden_dims"] = list(self.hidden_dims)
+        data["dsm_sigmas"] = list(self.dsm_sigmas)
         if self.sampler.clamp is not None:
             data["sampler"]["clamp"] = list(self.sampler.clamp)
         return data
@@ -58,6 +76,7 @@ class DetectorConfig:
             sampler["clamp"] = tuple(sampler["clamp"])
         return cls(
             hidden_dims=tuple(data.pop("hidden_dims", (256, 256))),
+            dsm_sigmas=tuple(data.pop("dsm_sigmas", (0.1, 0.3, 1.0))),
             sampler=LangevinSampler(**sampler),
             train=TrainConfig(**data.pop("train", {})),
             **data,
@@ -72,35 +91,62 @@ class EnergyDetector:
     def fit(
         self,
         x_train: np.ndarray,
+        y_train: np.ndarray | None = None,
+        outliers: np.ndarray | None = None,
         seed: int = 0,
         feature_names: list[str] | None = None,
         callbacks: tuple[TrainingCallback, ...] = (),
     ) -> "EnergyDetector":
+        """Learn the standardisation and train the energy.
+
+        y_train: optional labels (any hashable values); used by "jem" (required) and "margin".
+        outliers: known-bad rows for "margin"; without them it trains against feature-permuted
+        training rows.
+        """
         x = _as_float_array(x_train, "x_train")
         if feature_names is not None and len(feature_names) != x.shape[1]:
             raise ShapeError(f"{len(feature_names)} feature names for {x.shape[1]} feature columns")
+        objective_name = self.config.objective
+        if objective_name in LABELLED_OBJECTIVES and y_train is None:
+            raise ValueError(f"objective {objective_name!r} needs labels (y_train)")
         self.n_features_in_ = x.shape[1]
         self.feature_names_in_ = list(feature_names) if feature_names is not None else None
         self.mean_ = x.mean(axis=0)
         std = x.std(axis=0)
         self.scale_ = np.where(std < self.config.min_feature_scale, 1.0, std)
 
-        device = torch.device(self.config.device)
+        uses_labels = y_train is not None and energy_kind(objective_name, True) == "classifier"
+        y_index = None
+        self.classes_ = None
+        if uses_labels:
+            y = np.asarray(y_train)
+            if y.shape != (x.shape[0],):
+                raise ShapeError(f"y_train must have shape ({x.shape[0]},), got {y.shape}")
+            classes, y_index = np.unique(y, return_inverse=True)
+            self.classes_ = [c.item() if hasattr(c, "item") else c for c in classes]
+        self.energy_kind_ = energy_kind(objective_name, uses_labels)
+
         generator = torch.Generator(device="cpu").manual_seed(seed)
         x_std = torch.as_tensor(self._standardize(x), dtype=torch.float32)
-        low, high = x_std.min(dim=0).values, x_std.max(dim=0).values
-        margin = self.config.noise_margin * (high - low) + 1e-3
-        buffer = ReplayBuffer(
-            capacity=self.config.buffer_capacity,
-            noise_low=low - margin,
-            noise_high=high + margin,
-            reinit_rate=self.config.buffer_reinit_rate,
-            generator=generator,
-        )
-        objective = PersistentContrastiveDivergence(self.config.sampler, buffer, self.config.energy_l2)
-        energy = _build_energy(self.n_features_in_, self.config, seed).to(device)
+        outliers_std = None
+        if objective_name == "margin":
+            outliers_std = (
+                torch.as_tensor(self._standardize(_as_float_array(outliers, "outliers", x.shape[1])), dtype=torch.float32)
+                if outliers is not None
+                else feature_permuted(x_std, generator)
+            )
+        objective = build_objective(self.config, x_std, outliers_std, generator)
+        n_classes = len(self.classes_) if self.classes_ is not None else None
+        energy = build_energy(self.energy_kind_, self.n_features_in_, n_classes, self.config, seed)
         self.history_: TrainingHistory = train_energy(
-            energy, objective, x_std.to(device), self.config.train, generator, callbacks
+            energy,
+            objective,
+            x_std,
+            self.config.train,
+            generator,
+            callbacks,
+            y_train=torch.as_tensor(y_index, dtype=torch.long) if uses_labels else None,
+            device=self.config.device,
         )
         self.energy_ = energy.eval()
         return self
@@ -152,6 +198,8 @@ class EnergyDetector:
             "config": self.config.to_dict(),
             "n_features_in": self.n_features_in_,
             "feature_names_in": self.feature_names_in_,
+            "energy_kind": self.energy_kind_,
+            "classes": self.classes_,
             "alpha": self.alpha_ if calibrated else None,
             "threshold": _json_float(self.threshold_) if calibrated else None,
             "history": self.history_.to_dict() if hasattr(self, "history_") else None,
@@ -186,7 +234,10 @@ class EnergyDetector:
         detector.feature_names_in_ = metadata["feature_names_in"]
         detector.mean_ = tensors["standardizer.mean"].numpy()
         detector.scale_ = tensors["standardizer.scale"].numpy()
-        energy = _build_energy(detector.n_features_in_, config, seed=0)
+        detector.energy_kind_ = metadata.get("energy_kind", "mlp")
+        detector.classes_ = metadata.get("classes")
+        n_classes = len(detector.classes_) if detector.classes_ is not None else None
+        energy = build_energy(detector.energy_kind_, detector.n_features_in_, n_classes, config, seed=0)
         energy.load_state_dict({k[len("energy.") :]: v for k, v in tensors.items() if k.startswith("energy.")})
         detector.energy_ = energy.to(device).eval()
         if metadata["threshold"] is not None:
@@ -209,13 +260,6 @@ class EnergyDetector:
             raise NotCalibratedError(
                 "this EnergyDetector is not calibrated yet: call calibrate(x_cal, alpha) first"
             )
-
-
-def _build_energy(n_features: int, config: DetectorConfig, seed: int) -> MLPEnergy:
-    # Parameter init draws from torch's default generator; fork it so the global state is untouched.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return MLPEnergy(MLPEnergyConfig(n_features, config.hidden_dims, config.spectral_norm))
 
 
 def _as_float_array(x, name: str, n_features: int | None = None) -> np.ndarray:

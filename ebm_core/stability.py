@@ -33,17 +33,19 @@ class Divergence:
 
     step: int
     reason: str
-    loss: float | None = None  # set when the loss itself is non-finite
+    loss: float | None = None  # set when the run must stop with NonFiniteLossError
     cause: BaseException | None = None  # the objective's own error, if it raised one
+    detail: str = ""  # what NonFiniteLossError adds after the loss
 
     def error(self, n_rollbacks: int) -> BaseException:
-        suffix = f"; {n_rollbacks} rollback(s) used" if n_rollbacks else ""
+        suffix = f"{n_rollbacks} rollback(s) used" if n_rollbacks else ""
         if self.cause is not None:
-            self.cause.add_note(f"at training step {self.step}{suffix}")
+            self.cause.add_note(f"at training step {self.step}" + (f"; {suffix}" if suffix else ""))
             return self.cause
         if self.loss is not None:
-            return NonFiniteLossError(self.step, self.loss, detail=self.reason + suffix)
-        return DivergenceError(self.step, self.reason + suffix)
+            detail = "; ".join(part for part in (self.detail, suffix) if part)
+            return NonFiniteLossError(self.step, self.loss, detail=detail)
+        return DivergenceError(self.step, self.reason + (f"; {suffix}" if suffix else ""))
 
 
 @dataclass
@@ -64,7 +66,7 @@ def check_loss(
     """Divergence of the loss or of the energy statistics (keys starting with 'e_')."""
     detail = ", ".join(f"{k}={v:.4g}" for k, v in stats.items())
     if not math.isfinite(loss):
-        return Divergence(step, detail, loss=loss)
+        return Divergence(step, f"non-finite loss {loss} ({detail})", loss=loss, detail=detail)
     for name, value in stats.items():
         if not name.startswith("e_"):
             continue
@@ -77,7 +79,8 @@ def check_loss(
 
 def check_grad_norm(step: int, loss: float, grad_norm: float, limit: float | None) -> Divergence | None:
     if not math.isfinite(grad_norm):
-        return Divergence(step, f"parameter gradient norm {grad_norm}", loss=loss)
+        reason = f"parameter gradient norm {grad_norm}"
+        return Divergence(step, f"non-finite {reason}", loss=loss, detail=reason)
     if limit is not None and grad_norm > limit:
         return Divergence(step, f"parameter gradient norm {grad_norm:.4g} exceeds grad_norm_limit {limit:.4g}")
     return None

@@ -31,6 +31,12 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 def demo(
     config: Optional[Path] = typer.Option(None, help="Pipeline YAML; default: the packaged demo config."),
     steps: Optional[int] = typer.Option(None, min=1, help="Override the number of training steps."),
+    objective: Optional[str] = typer.Option(
+        None,
+        help="Training objective: cd (persistent contrastive divergence, default), cdk (CD-k from data), "
+        "dsm (denoising score matching), ssm (sliced score matching), nce (noise-contrastive estimation), "
+        "jem (classifier + CD hybrid, uses labels), margin (energy margins against outliers).",
+    ),
     progress: bool = typer.Option(True, help="Show a training progress bar."),
 ):
     """Train and register a guard on scikit-learn's bundled digits (0-5 in-distribution; 6-9, noise
@@ -40,6 +46,8 @@ def demo(
     pipeline_config = PipelineConfig.from_yaml(config) if config else demo_config()
     if steps is not None:
         pipeline_config = pipeline_config.with_training_steps(steps)
+    if objective is not None:
+        pipeline_config = _with_objective(pipeline_config, objective)
     _run_pipeline(pipeline_config, data_dir=None, progress=progress)
 
 
@@ -59,6 +67,14 @@ def train(
     from flows.config import PipelineConfig
 
     _run_pipeline(PipelineConfig.from_yaml(config), data_dir=data_dir, progress=progress)
+
+
+def _with_objective(pipeline_config, objective: str):
+    from ebm_core import OBJECTIVES
+
+    if objective not in OBJECTIVES:
+        raise typer.BadParameter(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    return pipeline_config.with_objective(objective)
 
 
 def _run_pipeline(pipeline_config, data_dir: Optional[Path], progress: bool) -> None:

@@ -77,6 +77,9 @@ class PipelineConfig:
         except (TypeError, ValueError) as error:
             raise ValueError(f"{path}: {error}") from error
 
+    def with_objective(self, objective: str) -> "PipelineConfig":
+        return replace(self, detector=replace(self.detector, objective=objective))
+
     def with_training_steps(self, n_steps: int) -> "PipelineConfig":
         detector = replace(self.detector, train=replace(self.detector.train, n_steps=n_steps))
         return replace(self, detector=detector)

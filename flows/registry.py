@@ -68,6 +68,7 @@ def log_and_register(
     detector_dir: Path,
     feature_names: list[str],
     tags: dict[str, str] | None = None,
+    step_metrics: dict[str, list[tuple[int, float]]] | None = None,
 ) -> RegisteredVersion:
     """One MLflow run with params, metrics and artifacts; a new model version aliased `challenger`
     (and `champion` when the model has none yet)."""
@@ -77,6 +78,7 @@ def log_and_register(
     with mlflow.start_run(experiment_id=experiment_id, tags=tags or {}) as run:
         mlflow.log_params(params)
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+        log_step_metrics(client, run.info.run_id, step_metrics or {})
         for subdir, path in artifacts.items():
             mlflow.log_artifact(str(path), artifact_path=subdir)
         input_example = pd.DataFrame([np.zeros(len(feature_names))], columns=feature_names)
@@ -102,6 +104,23 @@ def log_and_register(
         aliases=tuple(aliases),
         model_uri=f"models:/{model_name}/{version}",
     )
+
+
+def log_step_metrics(client: MlflowClient, run_id: str, series: dict[str, list[tuple[int, float]]]) -> None:
+    """Training telemetry (e_pos, e_neg, gradient norms, ...) as step metrics, in batches."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(f"train.{name}", float(value), now, int(step))
+        for name, points in series.items()
+        for step, value in points
+        if np.isfinite(value)
+    ]
+    for start in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[start : start + 1000])
 
 
 def serving_requirements() -> list[str]:

@@ -126,10 +126,16 @@ def validate_data(data: PreparedData, run_dir: Path) -> Path:
 def train_detector(
     data: PreparedData, detector_config: DetectorConfig, seed: int, out_dir: Path, progress: bool = True
 ) -> Path:
+    train = pd.read_parquet(data.path("train"))
     x_train = read_vectors(data.path("train"), list(data.feature_columns))
-    callbacks = (TqdmProgress("training"),) if progress else ()
+    labels = train[LABEL_COLUMN].to_numpy() if LABEL_COLUMN in train.columns else None
+    callbacks = (TqdmProgress(f"training ({detector_config.objective})"),) if progress else ()
     detector = EnergyDetector(detector_config).fit(
-        x_train, seed=seed, feature_names=list(data.feature_columns), callbacks=callbacks
+        x_train,
+        y_train=labels,
+        seed=seed,
+        feature_names=list(data.feature_columns),
+        callbacks=callbacks,
     )
     for callback in callbacks:
         callback.close()
@@ -196,7 +202,15 @@ def register_model(
         detector_dir=detector_dir,
         feature_names=list(data.feature_columns),
         tags={f"fingerprint.{k}": v for k, v in data.fingerprints.items()},
+        step_metrics=training_step_metrics(detector_dir),
     )
+
+
+def training_step_metrics(detector_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    history = json.loads((Path(detector_dir) / "detector.json").read_text()).get("history") or {}
+    steps = history.get("steps", [])
+    series = {"loss": history.get("loss", []), **history.get("stats", {})}
+    return {name: list(zip(steps, values)) for name, values in series.items() if len(values) == len(steps)}
 
 
 def report_metrics(report: EvalReport) -> dict[str, float]:

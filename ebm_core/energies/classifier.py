@@ -19,7 +19,9 @@ class ClassifierEnergyConfig:
 
     def __post_init__(self):
         if self.n_classes < 2 or self.temperature <= 0:
-            raise ValueError(f"need n_classes >= 2 and temperature > 0; got {self.n_classes}, {self.temperature}")
+            raise ValueError(
+                f"need n_classes >= 2 and temperature > 0; got {self.n_classes}, {self.temperature}"
+            )
 
     def to_dict(self) -> dict:
         return {**asdict(self), "hidden_dims": list(self.hidden_dims)}

@@ -26,9 +26,15 @@ class MixtureOfGaussiansEnergy(EnergyFunction):
         if covariances.shape == (dim, dim):
             covariances = covariances.expand(n_components, dim, dim).clone()
         if covariances.shape != (n_components, dim, dim):
-            raise ValueError(f"covariances must be ({n_components}, {dim}, {dim}) or ({dim}, {dim}), got {tuple(covariances.shape)}")
-        weights = torch.full((n_components,), 1.0 / n_components) if weights is None else torch.as_tensor(weights, dtype=torch.float32)
-        if weights.shape != (n_components,) or (weights < 0).any() or not math.isclose(float(weights.sum()), 1.0, rel_tol=1e-5):
+            raise ValueError(
+                f"covariances must be ({n_components}, {dim}, {dim}) or ({dim}, {dim}), "
+                f"got {tuple(covariances.shape)}"
+            )
+        if weights is None:
+            weights = torch.full((n_components,), 1.0 / n_components)
+        weights = torch.as_tensor(weights, dtype=torch.float32)
+        valid = weights.shape == (n_components,) and bool((weights >= 0).all())
+        if not valid or not math.isclose(float(weights.sum()), 1.0, rel_tol=1e-5):
             raise ValueError(f"weights must be ({n_components},), non-negative and sum to 1, got {weights.tolist()}")
         self.input_dim = dim
         cholesky = torch.linalg.cholesky(covariances)  # (K, D, D), raises if not positive definite
@@ -39,7 +45,8 @@ class MixtureOfGaussiansEnergy(EnergyFunction):
         self.register_buffer("precisions", torch.cholesky_inverse(cholesky))
         # log w_k - 0.5 log det(2 pi covariance_k)
         log_det = 2.0 * torch.log(torch.diagonal(cholesky, dim1=1, dim2=2)).sum(dim=1)
-        self.register_buffer("log_coefficients", torch.log(weights) - 0.5 * (dim * math.log(2 * math.pi) + log_det))
+        log_coefficients = torch.log(weights) - 0.5 * (dim * math.log(2 * math.pi) + log_det)
+        self.register_buffer("log_coefficients", log_coefficients)
 
     def component_log_probs(self, x: torch.Tensor) -> torch.Tensor:
         # (B, D) -> (B, K): log w_k + log N(x; mean_k, covariance_k)

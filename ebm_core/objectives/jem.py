@@ -35,7 +35,9 @@ class JEMHybrid:
             raise ValueError("JEMHybrid needs labelled batches: pass y_train to train_energy")
         y = check_labels(y, x.shape[0])
         if not callable(getattr(energy_fn, "logits", None)):
-            raise TypeError(f"JEMHybrid needs an energy with logits(x) (ClassifierEnergy), got {type(energy_fn).__name__}")
+            raise TypeError(
+                f"JEMHybrid needs an energy with logits(x) (ClassifierEnergy), got {type(energy_fn).__name__}"
+            )
         logits = energy_fn.logits(x)  # (B, K)
         ce = F.cross_entropy(logits, y)
         generative = self.generative(energy_fn, x, generator)

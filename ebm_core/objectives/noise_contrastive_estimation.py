@@ -17,7 +17,9 @@ class GaussianNoise:
         mean = torch.as_tensor(mean, dtype=torch.float32)
         covariance = torch.as_tensor(covariance, dtype=torch.float32)
         if mean.ndim != 1 or covariance.shape != (mean.shape[0], mean.shape[0]):
-            raise ValueError(f"mean must be (D,) and covariance (D, D); got {tuple(mean.shape)}, {tuple(covariance.shape)}")
+            raise ValueError(
+                f"mean must be (D,) and covariance (D, D); got {tuple(mean.shape)}, {tuple(covariance.shape)}"
+            )
         self.mean = mean
         self.covariance = covariance
         self.cholesky = torch.linalg.cholesky(covariance)
@@ -77,7 +79,8 @@ class NoiseContrastiveEstimation:
         return cls(GaussianNoise.fit(x_train, scale=noise_scale), noise_ratio=noise_ratio, **kwargs)
 
     def __call__(self, energy_fn, x_data: torch.Tensor, generator: torch.Generator) -> ObjectiveOutput:
-        x_noise = self.noise.sample(self.noise_ratio * x_data.shape[0], generator).to(x_data.device, x_data.dtype)
+        x_noise = self.noise.sample(self.noise_ratio * x_data.shape[0], generator)
+        x_noise = x_noise.to(x_data.device, x_data.dtype)  # (nu * B, D)
         log_nu = math.log(self.noise_ratio)
         e_pos, e_neg = energy_fn(x_data), energy_fn(x_noise)  # (B,), (nu*B,)
         g_data = -e_pos - self.log_normaliser - self.noise.log_prob(x_data) - log_nu

@@ -81,7 +81,9 @@ class HMCSampler:
 
 
 def _finite_energy_and_grad(energy_fn, x: torch.Tensor, where: str) -> tuple[torch.Tensor, torch.Tensor]:
-    energy, grad = energy_and_grad(energy_fn, x)
+    # The accept/reject step compares energies: keep them in full precision even under bf16 autocast.
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        energy, grad = energy_and_grad(energy_fn, x)
     if not (torch.isfinite(energy).all() and torch.isfinite(grad).all()):
         raise NonFiniteError(f"HMC sampler: energy or its gradient became non-finite at {where}")
     return energy, grad

@@ -28,6 +28,7 @@ from ebm_core.objectives import (
     SlicedScoreMatching,
 )
 from ebm_core.replay_buffer import ReplayBuffer
+from ebm_core.samplers import HMCSampler, MALASampler
 
 MEAN = torch.tensor([1.0, -2.0])
 COVARIANCE = torch.tensor([[1.0, 0.5], [0.5, 2.0]])
@@ -75,7 +76,8 @@ def data_vs_noise_auroc(energy, generator):
 def test_score_matching_learns_the_score_of_a_gaussian(objective):
     generator = torch.Generator().manual_seed(0)
     energy = mlp(2, (32, 32))
-    config = TrainConfig(n_steps=500, batch_size=512, learning_rate=3e-3, log_every=100)
+    # EMA weights average out the last steps' noise (score matching gradients are noisy near the mode).
+    config = TrainConfig(n_steps=300, batch_size=512, learning_rate=3e-3, log_every=100, ema_decay=0.95)
     history = train_energy(energy, objective, gaussian_data(4000, generator), config, generator)
 
     held_out = gaussian_data(1000, generator).requires_grad_(True)
@@ -83,7 +85,7 @@ def test_score_matching_learns_the_score_of_a_gaussian(objective):
     true_score = GaussianEnergy(MEAN, COVARIANCE).score(held_out.detach())
     cosine = torch.nn.functional.cosine_similarity(-grad, true_score, dim=1)
     assert float(cosine.mean()) > 0.95
-    assert "e_pos" in history.stats and history.steps[-1] == 500
+    assert "e_pos" in history.stats and history.steps[-1] == 300
 
 
 @pytest.mark.parametrize("noise", ["fitted", "given"])
@@ -96,12 +98,12 @@ def test_nce_learns_the_log_normaliser_of_a_1d_gaussian(noise):
     else:
         objective = NoiseContrastiveEstimation(GaussianNoise(torch.tensor([1.5]), torch.tensor([[1.0]])), noise_ratio=4)
     energy = QuadraticEnergy(1)
-    config = TrainConfig(n_steps=500, batch_size=256, learning_rate=1e-2, log_every=100)
+    config = TrainConfig(n_steps=300, batch_size=256, learning_rate=2e-2, grad_clip=10.0, log_every=100)
     history = train_energy(energy, objective, x, config, generator)
 
     learned = float(objective.log_normaliser.detach())
     assert learned == pytest.approx(0.5 * math.log(2 * math.pi * sd**2), abs=0.1)  # the data's normaliser
-    assert learned == pytest.approx(float(energy.log_normaliser()), abs=0.1)  # the model's own
+    assert learned == pytest.approx(float(energy.log_normaliser().detach()), abs=0.1)  # the model's own
     assert history.stats["log_normaliser"][-1] == pytest.approx(learned, abs=0.05)
 
 
@@ -196,6 +198,19 @@ def test_label_plumbing_errors_say_what_is_wrong():
 def test_objectives_are_deterministic_given_the_generator_and_leave_no_parameter_grads(make):
     x = torch.randn((64, 2), generator=torch.Generator().manual_seed(0))
     energy = mlp(2, (8,))
-    losses = [float(make(x)(energy, x, torch.Generator().manual_seed(3)).loss) for _ in range(2)]
+    losses = [float(make(x)(energy, x, torch.Generator().manual_seed(3)).loss.detach()) for _ in range(2)]
     assert losses[0] == losses[1] and math.isfinite(losses[0])
     assert all(p.grad is None for p in energy.parameters())
+
+
+def test_contrastive_objectives_report_sampler_telemetry():
+    x = torch.randn((32, 2), generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(1)
+    stats = ContrastiveDivergence(MALASampler(step_size=0.1, n_steps=3))(mlp(2, (8,)), x, generator).stats
+    assert 0.0 <= stats["sampler_acceptance"] <= 1.0
+    assert {"e_pos", "e_neg", "energy_gap", "sampler_grad_norm"} <= set(stats)
+    buffer = ReplayBuffer(64, torch.full((2,), -3.0), torch.full((2,), 3.0), 0.0, generator)
+    pcd = PersistentContrastiveDivergence(HMCSampler(step_size=0.1, n_leapfrog=2, n_steps=2), buffer)
+    pcd(mlp(2, (8,)), x, generator)
+    stats = pcd(mlp(2, (8,)), x, generator).stats
+    assert stats["buffer_mean_age"] > 0 and 0.0 <= stats["sampler_acceptance"] <= 1.0

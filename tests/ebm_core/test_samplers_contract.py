@@ -101,8 +101,9 @@ def test_metropolis_samplers_reproduce_a_gaussian_and_accept_at_a_sensible_rate(
 
 def test_mala_acceptance_falls_as_the_step_grows_and_box_rejects_escapes():
     energy = GaussianEnergy(MEAN, COVARIANCE)
+    start = torch.zeros((500, 2)) + MEAN
     rates = [
-        MALASampler(step_size=step, n_steps=20).sample(energy, torch.zeros((500, 2)) + MEAN, torch.Generator().manual_seed(0)).acceptance_rate
+        MALASampler(step_size=step, n_steps=20).sample(energy, start, torch.Generator().manual_seed(0)).acceptance_rate
         for step in (0.05, 0.5, 2.0)
     ]
     assert rates[0] > rates[1] > rates[2]
