@@ -62,7 +62,7 @@ def build_objective(config, x_std: torch.Tensor, outliers_std: torch.Tensor | No
     if name == "dsm":
         return DenoisingScoreMatching(sigmas=config.dsm_sigmas)
     if name == "ssm":
-        return SlicedScoreMatching(n_projections=config.ssm_projections, variance_reduction=True)
+        return SlicedScoreMatching(n_projections=config.ssm_projections, projection="gaussian", variance_reduction=True)
     if name == "nce":
         return NoiseContrastiveEstimation.fitted_to(
             x_std, noise_ratio=config.nce_noise_ratio, noise_scale=config.nce_noise_scale

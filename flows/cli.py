@@ -20,11 +20,14 @@ app = typer.Typer(
     ),
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_show_locals=False,
 )
 console = Console()
 
 # This machine may have no route out; Prefect's local server would otherwise try to send telemetry.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Prefect's temporary server gets 20 s to start by default: too little on a busy 2-core machine.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 @app.command()
@@ -88,6 +91,12 @@ def _run_pipeline(pipeline_config, data_dir: Optional[Path], progress: bool) -> 
         console.print(f"[red]Stopped before training:[/red] {failure}")
         console.print("The model registry was not changed.")
         raise typer.Exit(code=2)
+    except Exception as error:  # noqa: BLE001 - the CLI reports any failure in one line
+        console.print(f"[red]Pipeline failed:[/red] {type(error).__name__}: {error}")
+        console.print("Set EBMOPS_DEBUG=1 to see the traceback.")
+        if os.environ.get("EBMOPS_DEBUG"):
+            raise
+        raise typer.Exit(code=1)
     print_summary(result, settings.tracking_uri())
 
 
