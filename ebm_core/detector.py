@@ -240,6 +240,8 @@ class EnergyDetector:
         energy = build_energy(detector.energy_kind_, detector.n_features_in_, n_classes, config, seed=0)
         energy.load_state_dict({k[len("energy.") :]: v for k, v in tensors.items() if k.startswith("energy.")})
         detector.energy_ = energy.to(device).eval()
+        if metadata.get("history"):
+            detector.history_ = TrainingHistory.from_dict(metadata["history"])
         if metadata["threshold"] is not None:
             detector.calibration_energies_ = tensors["calibration.energies"].numpy()
             detector.alpha_ = float(metadata["alpha"])

@@ -56,20 +56,101 @@ def demo(
 
 @app.command()
 def train(
-    config: Path = typer.Option(..., exists=True, dir_okay=False, help="Pipeline YAML (see flows/configs/demo.yaml)."),
+    data: Optional[Path] = typer.Option(
+        None, exists=True, dir_okay=False, help="In-distribution training data: CSV or Parquet with a text column."
+    ),
+    text_column: str = typer.Option("text", help="Name of the text column in --data / --val-data / --ood-val-data."),
+    label_column: Optional[str] = typer.Option(None, help="Optional label column (intents); used by jem/margin."),
+    val_data: Optional[Path] = typer.Option(
+        None, exists=True, dir_okay=False, help="Held-out in-distribution data, split between calibration and test."
+    ),
+    ood_val_data: list[Path] = typer.Option(
+        [], exists=True, dir_okay=False, help="OOD data for evaluation (repeat for several sets)."
+    ),
+    outliers_data: Optional[Path] = typer.Option(
+        None, exists=True, dir_okay=False, help="Known-bad examples for --objective margin (never evaluation data)."
+    ),
+    dataset: Optional[str] = typer.Option(None, help="A built-in dataset instead of --data: 'clinc150'."),
+    data_path: Optional[Path] = typer.Option(None, help="Path of the built-in dataset's file (CLINC150's data_full.json)."),
     data_dir: Optional[Path] = typer.Option(
         None,
         exists=True,
         file_okay=False,
-        help="Folder of Parquet splits: train, calibration, in_test and ood_*.parquet, columns pixel_0..pixel_63 "
-        "(+ optional label). Default: the digits splits.",
+        help="Folder of ready Parquet splits: train, calibration, in_test, ood_*.parquet (numeric feature "
+        "columns + optional label).",
     ),
-    progress: bool = typer.Option(True, help="Show a training progress bar."),
+    config: Optional[Path] = typer.Option(
+        None, exists=True, dir_okay=False, help="Pipeline YAML (default: flows/configs/demo.yaml settings)."
+    ),
+    objective: Optional[str] = typer.Option(None, help="Training objective (see `ebmops demo --help`)."),
+    steps: Optional[int] = typer.Option(None, min=1, help="Override the number of training steps."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
 ):
-    """Run the train_and_register flow with a config file; registers a new `challenger` version."""
-    from flows.config import PipelineConfig
+    """Train a guard on your data through the train_and_register flow and register it as `challenger`.
 
-    _run_pipeline(PipelineConfig.from_yaml(config), data_dir=data_dir, progress=progress)
+    Text data is embedded with the packaged all-MiniLM-L6-v2 (offline, cached on disk by content hash);
+    the registered model then accepts raw text (a `text` column) as well as embedding columns.
+    """
+    from flows import settings
+    from flows.config import PipelineConfig, demo_config
+    from flows.text_pipeline import splits_from_clinc150, splits_from_tables, write_embedded_splits
+    from flows.train_and_register import new_run_dir
+
+    sources = sum(x is not None for x in (data, dataset, data_dir))
+    if sources != 1:
+        raise typer.BadParameter("give exactly one of --data, --dataset or --data-dir")
+    pipeline_config = PipelineConfig.from_yaml(config) if config else demo_config()
+    if steps is not None:
+        pipeline_config = pipeline_config.with_training_steps(steps)
+    if objective is not None:
+        pipeline_config = _with_objective(pipeline_config, objective)
+    if data_dir is None:
+        if dataset is not None:
+            if dataset != "clinc150":
+                raise typer.BadParameter(f"unknown dataset {dataset!r}; known: clinc150")
+            from flows.text_data import default_clinc150_path
+
+            text_splits = splits_from_clinc150(data_path or default_clinc150_path())
+        else:
+            text_splits = splits_from_tables(
+                data, text_column, label_column, val_data, list(ood_val_data), outliers_data, pipeline_config.seed
+            )
+        settings.ebmops_home().mkdir(parents=True, exist_ok=True)
+        data_dir = new_run_dir() / "embedded"
+        write_embedded_splits(text_splits, data_dir, progress=progress)
+        from dataclasses import replace
+
+        pipeline_config = replace(pipeline_config, featurizer="all-MiniLM-L6-v2")
+    _run_pipeline(pipeline_config, data_dir=data_dir, progress=progress)
+
+
+@app.command()
+def evaluate(
+    model: str = typer.Option("models:/ebm-guard@challenger", help="Model URI to evaluate."),
+    data: Path = typer.Option(..., exists=True, dir_okay=False, help="Held-out in-distribution data (CSV/Parquet)."),
+    ood_data: list[Path] = typer.Option(..., exists=True, dir_okay=False, help="OOD data (repeat for several sets)."),
+    text_column: Optional[str] = typer.Option(None, help="Text column (for a text guard); else vector columns."),
+    vector_columns: Optional[str] = typer.Option(None, help="Vector columns as a glob, e.g. 'emb_*' or 'pixel_*'."),
+    report: Path = typer.Option(Path("report.json"), help="Where to write the report JSON (HTML beside it)."),
+):
+    """Score in-distribution and OOD data with a registered guard and write a full evaluation report."""
+    from flows.evaluate_model import evaluate_model
+
+    if (text_column is None) == (vector_columns is None):
+        raise typer.BadParameter("give exactly one of --text-column or --vector-columns")
+    try:
+        result = evaluate_model(model, data, list(ood_data), text_column, vector_columns, report)
+    except Exception as error:  # noqa: BLE001 - one clear line for the user
+        console.print(f"[red]Evaluation failed:[/red] {type(error).__name__}: {error}")
+        raise typer.Exit(code=1)
+    table = Table(title=f"{model}: score = energy, higher = more OOD")
+    for column in ("OOD set", "AUROC", "FPR@95TPR", "AUPR-out", "n"):
+        table.add_column(column)
+    for split, m in result.ood_metrics.items():
+        table.add_row(split, f"{m.auroc:.3f}", f"{m.fpr95:.3f}", f"{m.aupr_out:.3f}", str(m.n_ood))
+    console.print(table)
+    console.print(f"Realised FPR on {data.name}: {result.realised_fpr:.3f} (target alpha {result.alpha:.3f})")
+    console.print(f"Report: {report} and {report.with_suffix('.html')}")
 
 
 def _with_objective(pipeline_config, objective: str):
@@ -124,6 +205,14 @@ def print_summary(result, tracking_uri: str) -> None:
     console.print(f"Browse runs: mlflow ui --backend-store-uri {tracking_uri}")
     console.print(f"Finished in {result.seconds:.1f} s")
 
+
+def _register_commands() -> None:
+    from flows.compare_cli import compare_command
+
+    app.command("compare")(compare_command)
+
+
+_register_commands()
 
 if __name__ == "__main__":
     app()

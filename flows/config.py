@@ -35,6 +35,7 @@ class PipelineConfig:
     model_name: str = "ebm-guard"
     alpha: float = 0.05
     seed: int = 0
+    featurizer: str | None = None  # "all-MiniLM-L6-v2" when the guard takes raw text
     data: DigitsDataConfig = field(default_factory=DigitsDataConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
 
@@ -55,7 +56,7 @@ class PipelineConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PipelineConfig":
         data = dict(data)
-        unknown = set(data) - {"experiment_name", "model_name", "alpha", "seed", "data", "detector"}
+        unknown = set(data) - {"experiment_name", "model_name", "alpha", "seed", "featurizer", "data", "detector"}
         if unknown:
             raise ValueError(f"unknown config keys: {sorted(unknown)}")
         digits = {k: tuple(v) if isinstance(v, list) else v for k, v in (data.pop("data", {}) or {}).items()}

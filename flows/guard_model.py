@@ -13,14 +13,53 @@ from ebm_core import EnergyDetector, conformal_p_values
 from flows.guard_input import InvalidGuardInput, validate_guard_input
 
 DETECTOR_ARTIFACT = "detector"
+FEATURIZER_FILE = "featurizer.json"
+KNOWN_FEATURIZERS = {"all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
+TEXT_COLUMN = "text"
 
 
 class EnergyGuardModel(PythonModel):
     def load_context(self, context):
-        self.detector = EnergyDetector.load(context.artifacts[DETECTOR_ARTIFACT])
+        import json
+        from pathlib import Path
+
+        detector_dir = Path(context.artifacts[DETECTOR_ARTIFACT])
+        self.detector = EnergyDetector.load(detector_dir)
+        self.embedder = None
+        if (detector_dir / FEATURIZER_FILE).exists():
+            from flows.featurize import TextEmbedder
+
+            featurizer = json.loads((detector_dir / FEATURIZER_FILE).read_text())
+            if featurizer["name"] not in KNOWN_FEATURIZERS:
+                raise MlflowException(f"unknown featurizer {featurizer['name']!r} in the model's artifacts")
+            self.embedder = TextEmbedder()
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        if self.embedder is not None and isinstance(model_input, pd.DataFrame) and TEXT_COLUMN in model_input:
+            model_input = embed_text_frame(self.embedder, model_input, self.detector.feature_names_in_)
         return score_frame(self.detector, model_input)
+
+
+def embed_text_frame(embedder, model_input: pd.DataFrame, feature_names: list[str]) -> pd.DataFrame:
+    """Rows of raw text -> the embedding columns the detector was trained on."""
+    extra = [c for c in model_input.columns if c != TEXT_COLUMN]
+    if extra:
+        raise MlflowException(
+            f"send either a '{TEXT_COLUMN}' column or the {len(feature_names)} embedding columns, "
+            f"not both (unexpected columns: {extra[:5]})",
+            error_code=INVALID_PARAMETER_VALUE,
+        )
+    texts = model_input[TEXT_COLUMN]
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+    if bad:
+        raise MlflowException(
+            f"column '{TEXT_COLUMN}' must hold non-empty strings; rows {bad[:5]} do not",
+            error_code=INVALID_PARAMETER_VALUE,
+        )
+    from flows.featurize import normalise_text
+
+    vectors = embedder.embed([normalise_text(t) for t in texts], progress=False)
+    return pd.DataFrame(vectors.astype("float64"), columns=feature_names)
 
 
 def score_frame(detector: EnergyDetector, model_input) -> pd.DataFrame:

@@ -69,6 +69,7 @@ def log_and_register(
     feature_names: list[str],
     tags: dict[str, str] | None = None,
     step_metrics: dict[str, list[tuple[int, float]]] | None = None,
+    accepts_text: bool = False,
 ) -> RegisteredVersion:
     """One MLflow run with params, metrics and artifacts; a new model version aliased `challenger`
     (and `champion` when the model has none yet)."""
@@ -81,12 +82,14 @@ def log_and_register(
         log_step_metrics(client, run.info.run_id, step_metrics or {})
         for subdir, path in artifacts.items():
             mlflow.log_artifact(str(path), artifact_path=subdir)
-        input_example = pd.DataFrame([np.zeros(len(feature_names))], columns=feature_names)
+        # A text guard takes either a `text` column or the embedding columns, which one signature
+        # cannot express; its predict validates the input itself.
+        input_example = None if accepts_text else pd.DataFrame([np.zeros(len(feature_names))], columns=feature_names)
         model_info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT_NAME,
             python_model=str(ENTRY_FILE),
             artifacts={"detector": str(detector_dir)},
-            signature=guard_signature(feature_names),
+            signature=None if accepts_text else guard_signature(feature_names),
             input_example=input_example,
             registered_model_name=model_name,
             pip_requirements=serving_requirements(),

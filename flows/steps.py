@@ -66,9 +66,13 @@ class EvaluationOutputs:
 
 
 def load_data(config: PipelineConfig, run_dir: Path, data_dir: Path | None = None) -> PreparedData:
-    """Digits splits written for this run, or `<split>.parquet` files a user prepared in `data_dir`."""
+    """Digits splits written for this run, or `<split>.parquet` files a user prepared in `data_dir`
+    (train, calibration, in_test, one or more ood_*; optionally outliers for margin training)."""
     if data_dir is None:
         split_paths = prepare_digits(config.data, Path(run_dir) / "data", seed=config.seed)
+        feature_columns = tuple(pixel_columns())
+        value_range, ood_splits = (0.0, DIGITS_PIXEL_MAX), DIGITS_OOD_SPLITS
+        allowed_labels = tuple(int(d) for d in config.data.in_distribution_digits)
     else:
         data_dir = Path(data_dir)
         split_paths = {p.stem: p for p in sorted(data_dir.glob("*.parquet"))}
@@ -78,16 +82,23 @@ def load_data(config: PipelineConfig, run_dir: Path, data_dir: Path | None = Non
                 f"{data_dir}: missing {', '.join(f'{s}.parquet' for s in missing)} "
                 f"(need {', '.join(IN_DISTRIBUTION_SPLITS)}; OOD sets are files named ood_*.parquet)"
             )
-    ood_splits = tuple(s for s in split_paths if s.startswith("ood_"))
-    if not ood_splits:
-        raise FileNotFoundError("no OOD split found (files or splits named ood_*)")
-    in_digits = tuple(int(d) for d in config.data.in_distribution_digits)
+        ood_splits = tuple(s for s in split_paths if s.startswith("ood_"))
+        if not ood_splits:
+            raise FileNotFoundError(f"{data_dir}: no OOD set (files named ood_*.parquet)")
+        train = pd.read_parquet(split_paths["train"])
+        feature_columns = tuple(
+            c for c in train.columns if c != LABEL_COLUMN and pd.api.types.is_numeric_dtype(train[c])
+        )
+        value_range = None
+        allowed_labels = None
+        if LABEL_COLUMN in train.columns:
+            allowed_labels = tuple(sorted(train[LABEL_COLUMN].dropna().unique().tolist()))
     return PreparedData(
         split_paths={k: str(v) for k, v in split_paths.items()},
-        feature_columns=tuple(pixel_columns()),
-        ood_splits=ood_splits if data_dir is not None else DIGITS_OOD_SPLITS,
-        value_range=(0.0, DIGITS_PIXEL_MAX),
-        allowed_labels=in_digits,
+        feature_columns=feature_columns,
+        ood_splits=ood_splits,
+        value_range=value_range,
+        allowed_labels=allowed_labels,
         fingerprints={split: file_fingerprint(path) for split, path in split_paths.items()},
     )
 
@@ -130,9 +141,13 @@ def train_detector(
     x_train = read_vectors(data.path("train"), list(data.feature_columns))
     labels = train[LABEL_COLUMN].to_numpy() if LABEL_COLUMN in train.columns else None
     callbacks = (TqdmProgress(f"training ({detector_config.objective})"),) if progress else ()
+    outliers = None
+    if "outliers" in data.split_paths and detector_config.objective == "margin":
+        outliers = read_vectors(data.path("outliers"), list(data.feature_columns))
     detector = EnergyDetector(detector_config).fit(
         x_train,
         y_train=labels,
+        outliers=outliers,
         seed=seed,
         feature_names=list(data.feature_columns),
         callbacks=callbacks,
@@ -151,35 +166,79 @@ def calibrate_detector(detector_dir: Path, data: PreparedData, alpha: float) -> 
 def evaluate_detector(
     detector_dir: Path, data: PreparedData, config: PipelineConfig, run_dir: Path, timings: dict[str, float]
 ) -> EvaluationOutputs:
+    """Score every split, run the baselines on the same features, and write the report (JSON + HTML).
+
+    The baselines are fitted on the train split (with its `label` column when there is one, so the
+    classifier baselines run too) and scored on the held-out in-distribution split and every OOD
+    split. OOD splits whose names contain "noise", "inverted" or "far" are far OOD, the others near.
+    """
+    from evaluation.baselines import run_baselines
     from evaluation.html_report import write_html
 
     started = time.perf_counter()
+    features = list(data.feature_columns)
     detector = EnergyDetector.load(detector_dir)
-    split_scores = {
-        split: detector.score(read_vectors(path, list(data.feature_columns)))
+    split_features = {
+        split: read_vectors(path, features)
         for split, path in data.split_paths.items()
-        if split != "train"
+        if split not in ("train", "outliers")  # outliers trained the margin objective: not evaluation data
     }
+    split_scores = {split: detector.score(x) for split, x in split_features.items()}
+    score_seconds = time.perf_counter() - started
+
+    baselines_started = time.perf_counter()
+    train_frame = pd.read_parquet(data.path("train"))
+    x_train = read_vectors(data.path("train"), features)
+    y_train = None
+    if LABEL_COLUMN in train_frame.columns:
+        labels = train_frame[LABEL_COLUMN]
+        if labels.notna().all() and labels.nunique() >= 2:
+            y_train = labels.to_numpy()
+    baselines = run_baselines(x_train, y_train, split_features, "in_test", list(data.ood_splits))
+    baselines_seconds = time.perf_counter() - baselines_started
+
     history = json.loads((Path(detector_dir) / "detector.json").read_text()).get("history") or {}
     training_curve = None
     if history.get("steps"):
         training_curve = {"step": history["steps"], "loss": history["loss"], **history["stats"]}
-    timings = {**timings, "evaluate_seconds": time.perf_counter() - started}
+    data_check_path = Path(run_dir) / DATA_CHECK_FILE
+    data_checks_passed = (
+        bool(json.loads(data_check_path.read_text())["success"]) if data_check_path.exists() else None
+    )
+    timings = {
+        **timings,
+        "score_seconds": score_seconds,
+        "baselines_seconds": baselines_seconds,
+        "evaluate_seconds": time.perf_counter() - started,
+    }
     report = build_report(
         split_scores,
         in_distribution_split="in_test",
         ood_splits=list(data.ood_splits),
         threshold=detector.threshold_,
         alpha=detector.alpha_,
+        model_uri=Path(detector_dir).resolve().as_uri(),
         config=config.to_dict(),
         training_curve=training_curve,
         dataset_fingerprints=data.fingerprints,
         timings=timings,
         calibration_split="calibration",
+        baselines=baselines,
+        seed=config.seed,
+        data_checks_passed=data_checks_passed,
+        device=config.detector.device,
     )
     report_json = report.write_json(Path(run_dir) / "report.json")
     report_html = write_html(report, Path(run_dir) / "report.html")
-    return EvaluationOutputs(report_json, report_html, report_metrics(report))
+    metrics = report_metrics(report)
+    for split, cis in report.metric_cis.items():
+        for name in ("auroc", "fpr95"):
+            metrics[f"{split}.{name}_ci_low"] = cis[name].low
+            metrics[f"{split}.{name}_ci_high"] = cis[name].high
+        metrics[f"{split}.detection_error"] = cis["detection_error"].estimate
+    if report.baselines is not None:
+        metrics.update({f"{split}.ebm_auroc_rank": float(rank) for split, rank in report.baselines.ebm_rank.items()})
+    return EvaluationOutputs(report_json, report_html, metrics)
 
 
 def register_model(
@@ -189,6 +248,8 @@ def register_model(
     evaluation_outputs: EvaluationOutputs,
     data_check_path: Path,
 ) -> registry.RegisteredVersion:
+    if config.featurizer is not None:
+        write_featurizer(detector_dir, config.featurizer)
     return registry.log_and_register(
         experiment_name=config.experiment_name,
         model_name=config.model_name,
@@ -201,9 +262,21 @@ def register_model(
         },
         detector_dir=detector_dir,
         feature_names=list(data.feature_columns),
+        accepts_text=config.featurizer is not None,
         tags={f"fingerprint.{k}": v for k, v in data.fingerprints.items()},
         step_metrics=training_step_metrics(detector_dir),
     )
+
+
+def write_featurizer(detector_dir: Path, featurizer: str) -> Path:
+    """Record which text embedder produced the features, so the served guard embeds raw text too."""
+    from flows.guard_model import FEATURIZER_FILE, KNOWN_FEATURIZERS
+
+    if featurizer not in KNOWN_FEATURIZERS:
+        raise ValueError(f"unknown featurizer {featurizer!r}; known: {sorted(KNOWN_FEATURIZERS)}")
+    path = Path(detector_dir) / FEATURIZER_FILE
+    path.write_text(json.dumps({"name": featurizer, "model_id": KNOWN_FEATURIZERS[featurizer]}))
+    return path
 
 
 def training_step_metrics(detector_dir: Path) -> dict[str, list[tuple[int, float]]]:

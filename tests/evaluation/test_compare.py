@@ -1,0 +1,357 @@
+"""Report comparison: deltas, paired/unpaired intervals, gate rules, YAML gates, round trip, tables, HTML."""
+
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evaluation.bootstrap import paired_bootstrap_diffs
+from evaluation.compare import (
+    DEFAULT_GATES,
+    DataChecksGate,
+    Gates,
+    MetricGate,
+    RealisedFPRGate,
+    ReportComparison,
+    compare_reports,
+    comparison_markdown,
+    comparison_table,
+    gate_table,
+    render_comparison_html,
+    unpaired_bootstrap_diffs,
+    write_comparison_html,
+)
+from evaluation.report import CI_METRICS, build_report
+
+GATES_YAML = Path(__file__).resolve().parents[2] / "flows" / "configs" / "gates.yaml"
+OOD = ["ood_near", "ood_far_noise"]
+
+
+def synthetic_scores(seed=0, n_in=300, n_ood=200, near_shift=1.5):
+    rng = np.random.default_rng(seed)
+    return {
+        "calibration": rng.normal(size=n_in),
+        "in_test": rng.normal(size=n_in),
+        "ood_near": rng.normal(near_shift, 1.0, size=n_ood),
+        "ood_far_noise": rng.normal(6.0, 1.0, size=n_ood),
+    }
+
+
+def make_report(scores, *, fingerprints="same", threshold=None, data_checks_passed=True, n_bootstrap=200, **kwargs):
+    if fingerprints == "same":
+        fingerprints = {split: f"sha256:{split}" for split in scores}
+    if threshold is None:
+        threshold = float(np.quantile(scores["calibration"], 0.95))
+    return build_report(
+        scores, "in_test", [s for s in OOD if s in scores], threshold=threshold, alpha=0.05,
+        calibration_split="calibration", dataset_fingerprints=fingerprints,
+        data_checks_passed=data_checks_passed, n_bootstrap=n_bootstrap, **kwargs,
+    )
+
+
+def worse(scores, factor=0.5):
+    """The same inputs, scored by a model that separates the near OOD split worse."""
+    return dict(scores, ood_near=scores["in_test"].mean() + factor * (scores["ood_near"] - scores["in_test"].mean()))
+
+
+FAST = Gates.from_dict({**DEFAULT_GATES, "bootstrap": {"n_resamples": 300, "seed": 0, "confidence": 0.95}})
+
+
+@pytest.fixture(scope="module")
+def base_scores():
+    return synthetic_scores()
+
+
+@pytest.fixture(scope="module")
+def base_report(base_scores):
+    return make_report(base_scores)
+
+
+# --- gates ---------------------------------------------------------------------------------------
+
+
+def test_default_gates_file_matches_the_builtin_default():
+    gates = Gates.from_yaml(GATES_YAML)
+    assert gates == Gates.default()
+    assert gates.to_dict() == DEFAULT_GATES
+    auroc = gates.metrics[0]
+    assert (auroc.metric, auroc.max_change, auroc.confidence, auroc.limit_key) == ("auroc", 0.005, 0.95, "max_drop")
+    fpr = gates.metrics[1]
+    assert (fpr.metric, fpr.max_change, fpr.confidence, fpr.limit_key) == ("fpr95", 0.0, 0.95, "max_rise")
+    assert gates.realised_fpr == RealisedFPRGate(tolerance=0.02)
+    assert gates.data_checks == DataChecksGate(must_pass=True)
+
+
+def test_gates_round_trip_and_optional_settings(tmp_path):
+    path = tmp_path / "gates.yaml"
+    path.write_text(
+        "aupr_out: {max_drop: 0.01}\n"
+        "detection_error: {max_rise: 0.02, confidence: 0.9, splits: [ood_near]}\n"
+        "realised_fpr: {tolerance: 0.0, confidence: 0.99}\n"
+    )
+    gates = Gates.from_yaml(path)
+    assert gates.metrics == (
+        MetricGate("aupr_out", 0.01, None, None),
+        MetricGate("detection_error", 0.02, 0.9, ("ood_near",)),
+    )
+    assert gates.data_checks is None and gates.n_resamples == 1000
+    assert Gates.from_dict(gates.to_dict()) == gates
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert Gates.from_yaml(empty) == Gates()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("auroc: {max_rise: 0.01}", "takes max_drop, not max_rise"),
+        ("fpr95: {max_drop: 0.01}", "takes max_rise, not max_drop"),
+        ("auroc: {confidence: 0.9}", "needs max_drop"),
+        ("auroc: {max_drop: -0.1}", ">= 0"),
+        ("auroc: {max_drop: lots}", "must be a number"),
+        ("auroc: {max_drop: 0.1, confidence: 1.5}", "confidence"),
+        ("auroc: {max_drop: 0.1, typo: 1}", "unknown key"),
+        ("accuracy: {max_drop: 0.1}", "unknown key"),
+        ("realised_fpr: {}", "needs tolerance"),
+        ("data_checks: {must_pass: maybe}", "true or false"),
+        ("bootstrap: {n_resamples: 0}", "n_resamples"),
+        ("- just\n- a list", "mapping"),
+        ("auroc: [unclosed", "not valid YAML"),
+    ],
+)
+def test_invalid_gates_are_rejected_with_the_reason(tmp_path, text, message):
+    path = tmp_path / "gates.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        Gates.from_yaml(path)
+
+
+# --- deltas and intervals ----------------------------------------------------------------------------
+
+
+def test_identical_reports_have_zero_deltas_and_pass(base_report):
+    comparison = compare_reports(base_report, base_report, FAST)
+    assert comparison.passed
+    assert comparison.splits == OOD
+    for split in OOD:
+        assert comparison.pairing[split].paired
+        for metric in CI_METRICS:
+            d = comparison.deltas[split][metric]
+            assert d.delta == 0.0 and d.paired
+            # Paired: every resample evaluates both on the same inputs, so every difference is 0.
+            assert (d.ci.low, d.ci.high) == (0.0, 0.0)
+    assert {v.gate for v in comparison.verdicts} == {"auroc", "fpr95", "realised_fpr", "data_checks"}
+    assert len(comparison.verdicts) == 2 + 2 + 1 + 1  # metric gates per split, then report-wide gates
+    assert comparison.notes == []
+
+
+def test_paired_intervals_are_the_paired_bootstrap_of_the_scores(base_scores, base_report):
+    candidate = make_report(worse(base_scores, 0.9))
+    comparison = compare_reports(base_report, candidate, FAST)
+    assert comparison.pairing["ood_near"].paired
+    expected = paired_bootstrap_diffs(
+        base_scores["in_test"], base_scores["ood_near"], candidate.scores["in_test"], candidate.scores["ood_near"],
+        CI_METRICS, 300, 0.95, 0,
+    )
+    for metric in CI_METRICS:
+        d = comparison.deltas["ood_near"][metric]
+        assert d.ci == expected[metric]
+        assert d.delta == pytest.approx(expected[metric].estimate, abs=1e-12)
+        assert d.baseline == base_report.metric("ood_near", metric)
+        assert d.candidate == candidate.metric("ood_near", metric)
+
+
+def test_a_clearly_worse_candidate_fails_auroc_and_fpr95_on_the_near_split_only(base_scores, base_report):
+    candidate = make_report(worse(base_scores, 0.5))
+    comparison = compare_reports(base_report, candidate, FAST)
+    assert not comparison.passed
+    failed = {(v.gate, v.split) for v in comparison.failed}
+    assert failed == {("auroc", "ood_near"), ("fpr95", "ood_near")}
+    verdict = next(v for v in comparison.verdicts if (v.gate, v.split) == ("auroc", "ood_near"))
+    assert verdict.observed["delta"] < 0 and verdict.observed["ci_high"] < -0.005
+    assert verdict.observed["paired"] is True
+    assert "confidently dropped by more than 0.005" in verdict.message
+    assert "upper bound of the 0.95 CI" in verdict.rule
+    assert not comparison.gate_passed("auroc") and comparison.gate_passed("realised_fpr")
+
+
+def test_ci_rule_versus_point_rule():
+    """A small drop the data cannot confirm: the CI-based gate passes, the point-estimate gate fails."""
+    scores = synthetic_scores(n_in=60, n_ood=40, near_shift=1.0)
+    base = make_report(scores)
+    rng = np.random.default_rng(4)  # a little noise on the OOD scores: AUROC drops by about 0.02
+    candidate = make_report(dict(scores, ood_near=scores["ood_near"] + rng.normal(0, 0.3, size=40)))
+    ci_gates = Gates(metrics=(MetricGate("auroc", 0.005, 0.95),), n_resamples=300)
+    point_gates = Gates(metrics=(MetricGate("auroc", 0.005, None),), n_resamples=300)
+    by_ci = compare_reports(base, candidate, ci_gates)
+    by_point = compare_reports(base, candidate, point_gates)
+    d = by_ci.deltas["ood_near"]["auroc"]
+    assert d.delta < -0.005  # it did drop by more than the allowance...
+    assert d.ci.high > -0.005  # ...but the interval does not confirm it
+    assert by_ci.verdicts[0].passed and by_ci.verdicts[0].split == "ood_near"
+    assert not by_point.verdicts[0].passed
+    assert "point estimate" in by_point.verdicts[0].rule
+
+
+def test_different_data_gives_unpaired_intervals_with_a_note(base_scores, base_report):
+    other = synthetic_scores(seed=1)
+    candidate = make_report(other, fingerprints={split: f"sha256:other-{split}" for split in other})
+    comparison = compare_reports(base_report, candidate, FAST)
+    assert not comparison.pairing["ood_near"].paired
+    assert "fingerprints" in comparison.pairing["ood_near"].note
+    assert any(note.startswith("ood_near:") and "unpaired" in note for note in comparison.notes)
+    d = comparison.deltas["ood_near"]["auroc"]
+    assert not d.paired and d.ci is not None
+    assert d.ci.low < d.delta < d.ci.high
+    # An unpaired interval of the same model on the same data is not [0, 0]: it is as wide as two
+    # independent bootstraps.
+    same_unpaired = compare_reports(base_report, replace(base_report, dataset_fingerprints={}), FAST)
+    unpaired = same_unpaired.deltas["ood_near"]["auroc"]
+    assert "no dataset fingerprint" in same_unpaired.pairing["ood_near"].note
+    assert unpaired.delta == 0.0 and unpaired.ci.low < 0 < unpaired.ci.high
+    assert same_unpaired.passed
+
+
+def test_different_sizes_are_not_paired(base_scores, base_report):
+    smaller = {split: values[:150] for split, values in base_scores.items()}
+    candidate = make_report(smaller)  # same fingerprint strings, but fewer scores
+    comparison = compare_reports(base_report, candidate, FAST)
+    assert not comparison.pairing["ood_near"].paired
+    assert "scores" in comparison.pairing["ood_near"].note
+
+
+def test_unpaired_bootstrap_diffs():
+    rng = np.random.default_rng(0)
+    a_in, a_ood = rng.normal(size=200), rng.normal(1.0, size=150)
+    b_in, b_ood = rng.normal(size=180), rng.normal(1.0, size=120)
+    cis = unpaired_bootstrap_diffs(a_in, a_ood, b_in, b_ood, CI_METRICS, 400, 0.95, 0)
+    assert cis == unpaired_bootstrap_diffs(a_in, a_ood, b_in, b_ood, CI_METRICS, 400, 0.95, 0)  # seeded
+    for ci in cis.values():
+        assert ci.n_resamples == 400 and ci.low <= ci.high
+    assert cis["auroc"].low < 0 < cis["auroc"].high  # the same distributions: 0 is plausible
+    from evaluation.metrics import auroc
+
+    assert cis["auroc"].estimate == pytest.approx(auroc(b_in, b_ood) - auroc(a_in, a_ood), abs=1e-12)
+
+
+def test_reports_without_scores_fall_back_to_point_estimates(base_scores, base_report):
+    stripped_base = replace(base_report, scores={})
+    candidate = replace(make_report(worse(base_scores, 0.5)), scores={})
+    comparison = compare_reports(stripped_base, candidate, FAST)
+    d = comparison.deltas["ood_near"]["auroc"]
+    assert d.ci is None and not d.paired
+    verdict = next(v for v in comparison.verdicts if (v.gate, v.split) == ("auroc", "ood_near"))
+    assert not verdict.passed
+    assert "point estimate used" in verdict.message
+
+
+# --- other gates -------------------------------------------------------------------------------------
+
+
+def test_realised_fpr_gate(base_scores, base_report):
+    # A threshold at the in_test median flags half of the held-out in-distribution inputs.
+    leaky = make_report(base_scores, threshold=float(np.median(base_scores["in_test"])))
+    comparison = compare_reports(base_report, leaky, Gates(realised_fpr=RealisedFPRGate(0.02)))
+    (verdict,) = comparison.verdicts
+    assert not verdict.passed
+    assert verdict.observed["candidate"] == 0.5 and verdict.observed["limit"] == pytest.approx(0.07)
+    assert verdict.observed["n_flagged"] == 150 and verdict.observed["n"] == 300
+    # Just above alpha + tolerance but within sampling error: the point rule fails, the CI rule passes.
+    threshold = float(np.sort(base_scores["in_test"])[-24])  # 23 of 300 flagged = 0.0767 > 0.07
+    slightly = make_report(base_scores, threshold=threshold)
+    assert slightly.realised_fpr == 23 / 300
+    point = compare_reports(base_report, slightly, Gates(realised_fpr=RealisedFPRGate(0.02)))
+    by_ci = compare_reports(base_report, slightly, Gates(realised_fpr=RealisedFPRGate(0.02, confidence=0.95)))
+    assert not point.passed and by_ci.passed
+    assert by_ci.verdicts[0].observed["ci_low"] < 0.07 < by_ci.verdicts[0].observed["ci_high"]
+    assert compare_reports(base_report, base_report, Gates(realised_fpr=RealisedFPRGate(0.02))).passed
+
+
+@pytest.mark.parametrize(
+    "status, must_pass, passed", [(True, True, True), (False, True, False), (None, True, False), (False, False, True)]
+)
+def test_data_checks_gate(base_report, status, must_pass, passed):
+    candidate = replace(base_report, data_checks_passed=status)
+    comparison = compare_reports(base_report, candidate, Gates(data_checks=DataChecksGate(must_pass)))
+    (verdict,) = comparison.verdicts
+    assert verdict.passed is passed
+    assert verdict.observed["candidate"] is status
+    if status is None and must_pass:
+        assert "no data-check status" in verdict.message
+
+
+def test_a_split_missing_from_the_candidate_fails_its_metric_gates(base_scores, base_report):
+    candidate = make_report({k: v for k, v in base_scores.items() if k != "ood_far_noise"})
+    comparison = compare_reports(base_report, candidate, FAST)
+    assert comparison.splits == ["ood_near"]
+    missing = [v for v in comparison.failed if v.split == "ood_far_noise"]
+    assert {v.gate for v in missing} == {"auroc", "fpr95"}
+    assert "not in the candidate report" in missing[0].message
+    assert any("baseline report only" in note for note in comparison.notes)
+
+
+def test_gate_splits_restrict_the_check(base_scores, base_report):
+    candidate = make_report(worse(base_scores, 0.5))
+    only_far = Gates(metrics=(MetricGate("auroc", 0.005, 0.95, ("ood_far_noise",)),), n_resamples=200)
+    comparison = compare_reports(base_report, candidate, only_far)
+    assert [v.split for v in comparison.verdicts] == ["ood_far_noise"] and comparison.passed
+    unknown = Gates(metrics=(MetricGate("auroc", 0.005, 0.95, ("ood_other",)),), n_resamples=200)
+    assert not compare_reports(base_report, candidate, unknown).passed
+
+
+# --- serialisation, tables, HTML -----------------------------------------------------------------
+
+
+def test_comparison_json_round_trip_is_exact(base_scores, base_report, tmp_path):
+    comparison = compare_reports(base_report, make_report(worse(base_scores, 0.5)), FAST)
+    text = comparison.to_json()
+    assert json.loads(text)["passed"] is False
+    restored = ReportComparison.from_json(text)
+    assert restored == comparison
+    assert restored.to_json() == text
+    assert ReportComparison.read_json(comparison.write_json(tmp_path / "c.json")) == comparison
+    tampered = json.loads(text)
+    tampered["passed"] = True
+    with pytest.raises(ValueError, match="disagrees"):
+        ReportComparison.from_dict(tampered)
+
+
+def test_tables_and_markdown(base_scores, base_report):
+    comparison = compare_reports(base_report, make_report(worse(base_scores, 0.5)), FAST)
+    rows = comparison_table(comparison)
+    assert len(rows) == 2 * len(CI_METRICS)
+    assert [r["split"] for r in rows[:5]] == ["ood_near"] * 5  # near first
+    near_auroc = rows[0]
+    assert (near_auroc["metric"], near_auroc["kind"], near_auroc["better"]) == ("auroc", "near", "worse")
+    assert near_auroc["ci_high"] < 0
+    fpr = next(r for r in rows if (r["split"], r["metric"]) == ("ood_near", "fpr95"))
+    assert fpr["better"] == "worse" and fpr["delta"] > 0
+    far = next(r for r in rows if (r["split"], r["metric"]) == ("ood_far_noise", "auroc"))
+    assert far["better"] == "=" and far["delta"] == 0.0
+    gates = gate_table(comparison)
+    assert [g["result"] for g in gates if g["split"] == "ood_near"] == ["FAIL", "FAIL"]
+    markdown = comparison_markdown(comparison)
+    assert markdown.startswith("# Report comparison: FAILED")
+    assert "| auroc | ood_near | FAIL |" in markdown
+    assert "| ood_near | near | AUROC |" in markdown
+
+
+def test_render_comparison_html_is_self_contained_and_side_by_side(base_scores, base_report, tmp_path):
+    candidate = replace(make_report(worse(base_scores, 0.5)), model_uri="models:/<b>guard</b>/2")
+    comparison = compare_reports(base_report, candidate, FAST)
+    html = render_comparison_html(comparison)
+    assert html.startswith("<!DOCTYPE html>")
+    # 2 histograms (baseline, candidate) per split + ROC + PR + calibration curves
+    assert html.count('src="data:image/png;base64,') == 2 * 2 + 2 + 1
+    assert 'class="side"' in html
+    assert 'class="fail">FAILED' in html
+    assert "failrow" in html
+    assert not re.search(r"""(src|href)\s*=\s*["']?https?://""", html)
+    assert "<script" not in html
+    assert "&lt;b&gt;guard&lt;/b&gt;" in html and "<b>guard</b>" not in html
+    assert "confidently dropped by more than 0.005" in html
+    path = write_comparison_html(comparison, tmp_path / "comparison.html")
+    assert path.read_text(encoding="utf-8") == html
