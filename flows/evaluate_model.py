@@ -29,7 +29,10 @@ def evaluate_model(
     started = time.perf_counter()
     model = mlflow.pyfunc.load_model(model_uri)
     detector = model.unwrap_python_model().detector
-    paths = {"in_test": Path(in_path), **{f"ood_{Path(p).stem}": Path(p) for p in ood_paths}}
+    paths = {"in_test": Path(in_path)}
+    for path in ood_paths:
+        stem = Path(path).stem
+        paths[stem if stem.startswith("ood_") else f"ood_{stem}"] = Path(path)
     split_scores = {}
     for split, path in paths.items():
         frame = load_table(path, text_column=text_column, vector_columns=vector_columns)

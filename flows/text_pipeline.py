@@ -83,7 +83,8 @@ def splits_from_tables(
         split: (frame["label"].tolist() if "label" in frame.columns else None) for split, frame in parts.items()
     }
     for path in ood_paths:
-        name = f"ood_{Path(path).stem}"
+        stem = Path(path).stem
+        name = stem if stem.startswith("ood_") else f"ood_{stem}"
         texts[name] = load_table(path, text_column=text_column)["text"].tolist()
         labels[name] = None
     if outliers_path is not None:
