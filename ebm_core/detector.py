@@ -46,7 +46,8 @@ class DetectorConfig:
     energy_l2: float = 0.01  # 0.1 pins energies at +-5 and flattens the in-distribution tail
     min_feature_scale: float = 1e-3  # features with a smaller std are not rescaled
     objective: str = "cd"  # one of ebm_core.recipes.OBJECTIVES
-    temperature: float = 1.0  # classifier energies: E(x) = -T logsumexp(f(x) / T)
+    temperature: float = 1.0  # classifier energies: E(x) = -T logsumexp(f(x) / T), while training
+    score_temperature: float | None = None  # classifier energies: T used for scoring, if different
     dsm_sigmas: tuple[float, ...] = (0.1, 0.3, 1.0)
     ssm_projections: int = 1
     nce_noise_ratio: int = 4
@@ -148,7 +149,7 @@ class EnergyDetector:
             y_train=torch.as_tensor(y_index, dtype=torch.long) if uses_labels else None,
             device=self.config.device,
         )
-        self.energy_ = energy.eval()
+        self.energy_ = _with_score_temperature(energy.eval(), self.config)
         return self
 
     def calibrate(self, x_cal: np.ndarray, alpha: float = 0.05) -> "EnergyDetector":
@@ -239,7 +240,7 @@ class EnergyDetector:
         n_classes = len(detector.classes_) if detector.classes_ is not None else None
         energy = build_energy(detector.energy_kind_, detector.n_features_in_, n_classes, config, seed=0)
         energy.load_state_dict({k[len("energy.") :]: v for k, v in tensors.items() if k.startswith("energy.")})
-        detector.energy_ = energy.to(device).eval()
+        detector.energy_ = _with_score_temperature(energy.to(device).eval(), config)
         if metadata.get("history"):
             detector.history_ = TrainingHistory.from_dict(metadata["history"])
         if metadata["threshold"] is not None:
@@ -262,6 +263,13 @@ class EnergyDetector:
             raise NotCalibratedError(
                 "this EnergyDetector is not calibrated yet: call calibrate(x_cal, alpha) first"
             )
+
+
+def _with_score_temperature(energy, config: DetectorConfig):
+    """Read a trained classifier energy at `score_temperature` (a setting chosen on validation data)."""
+    if config.score_temperature is not None and hasattr(energy, "temperature"):
+        energy.temperature = float(config.score_temperature)
+    return energy
 
 
 def _as_float_array(x, name: str, n_features: int | None = None) -> np.ndarray:

@@ -99,6 +99,10 @@ def train(
     sources = sum(x is not None for x in (data, dataset, data_dir))
     if sources != 1:
         raise typer.BadParameter("give exactly one of --data, --dataset or --data-dir")
+    if config is None and dataset == "clinc150":
+        from flows.config import CLINC150_CONFIG_PATH
+
+        config = CLINC150_CONFIG_PATH
     pipeline_config = PipelineConfig.from_yaml(config) if config else demo_config()
     if steps is not None:
         pipeline_config = pipeline_config.with_training_steps(steps)

@@ -11,6 +11,7 @@ import yaml
 from ebm_core import DetectorConfig, LangevinSampler, TrainConfig
 
 DEMO_CONFIG_PATH = Path(__file__).with_name("configs") / "demo.yaml"
+CLINC150_CONFIG_PATH = Path(__file__).with_name("configs") / "clinc150.yaml"
 
 
 @dataclass(frozen=True)
