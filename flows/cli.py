@@ -212,8 +212,14 @@ def print_summary(result, tracking_uri: str) -> None:
 
 def _register_commands() -> None:
     from flows.compare_cli import compare_command
+    from flows.ops_cli import deploy_command, history_command, promote_command, rollback_command, serve_command
 
     app.command("compare")(compare_command)
+    app.command("promote")(promote_command)
+    app.command("rollback")(rollback_command)
+    app.command("history")(history_command)
+    app.command("serve")(serve_command)
+    app.command("deploy")(deploy_command)
 
 
 _register_commands()

@@ -2,8 +2,32 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
+
+# Largest request the guard scores; bigger ones are refused (split them). `EBMOPS_MAX_ROWS` overrides.
+DEFAULT_MAX_ROWS = 10_000
+# Largest magnitude accepted in a feature; beyond it the float32 energy network overflows.
+# `EBMOPS_MAX_ABS_VALUE` overrides.
+DEFAULT_MAX_ABS_VALUE = 1e6
+
+
+def max_rows() -> int:
+    value = os.environ.get("EBMOPS_MAX_ROWS", "")
+    try:
+        return int(value) if value.strip() else DEFAULT_MAX_ROWS
+    except ValueError:
+        return DEFAULT_MAX_ROWS
+
+
+def max_abs_value() -> float:
+    value = os.environ.get("EBMOPS_MAX_ABS_VALUE", "")
+    try:
+        return float(value) if value.strip() else DEFAULT_MAX_ABS_VALUE
+    except ValueError:
+        return DEFAULT_MAX_ABS_VALUE
 
 
 class InvalidGuardInput(ValueError):
@@ -21,6 +45,11 @@ def validate_guard_input(model_input, feature_names: list[str]) -> np.ndarray:
         )
     if len(model_input) == 0:
         raise InvalidGuardInput("the input has no rows")
+    limit = max_rows()
+    if len(model_input) > limit:
+        raise InvalidGuardInput(
+            f"too many rows: {len(model_input)} > {limit} per request (EBMOPS_MAX_ROWS); send smaller batches"
+        )
     columns = [str(c) for c in model_input.columns]
     missing = [c for c in feature_names if c not in columns]
     extra = [c for c in columns if c not in feature_names]
@@ -48,6 +77,15 @@ def validate_guard_input(model_input, feature_names: list[str]) -> np.ndarray:
         bad_rows = np.flatnonzero(~finite.all(axis=1)).tolist()
         raise InvalidGuardInput(
             f"NaN or infinite values in columns {_first(bad_columns)} (rows {_first(bad_rows)})"
+        )
+    limit = max_abs_value()
+    too_large = np.abs(values) > limit
+    if too_large.any():
+        bad_columns = [feature_names[j] for j in np.flatnonzero(too_large.any(axis=0))]
+        bad_rows = np.flatnonzero(too_large.any(axis=1)).tolist()
+        raise InvalidGuardInput(
+            f"values beyond +/-{limit:g} in columns {_first(bad_columns)} (rows {_first(bad_rows)}); "
+            "features are expected on the training scale"
         )
     return values
 

@@ -1,0 +1,156 @@
+"""The promotion audit trail: an append-only JSON Lines log and the registry lock.
+
+Every promotion decision and every rollback appends one line to `$EBMOPS_HOME/audit/promotions.jsonl`
+(time, action, decision, versions before/after, gate table, report hashes, who, why). A line is
+written with a single `write` on a file opened in append mode, then flushed and fsync'ed, while the
+caller holds the exclusive registry lock: two processes can neither interleave lines nor both decide
+on the same champion. The lock (`fcntl.flock` on `$EBMOPS_HOME/audit/registry.lock`) serialises
+processes that share this `$EBMOPS_HOME`; a team sharing one MLflow server from several machines must
+also share the home (or run promotions from one scheduler), since flock is local to a machine.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import getpass
+import hashlib
+import json
+import os
+import time
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from flows import settings
+
+AUDIT_LOG_NAME = "promotions.jsonl"
+LOCK_NAME = "registry.lock"
+AUDIT_SCHEMA_VERSION = 1
+
+
+class RegistryLockTimeout(TimeoutError):
+    """Another promotion or rollback held the registry lock for longer than the wait allowed."""
+
+
+def audit_dir() -> Path:
+    return settings.ebmops_home() / "audit"
+
+
+def audit_log_path() -> Path:
+    return audit_dir() / AUDIT_LOG_NAME
+
+
+def lock_path() -> Path:
+    return audit_dir() / LOCK_NAME
+
+
+@contextmanager
+def registry_lock(timeout_s: float = 600.0, poll_s: float = 0.1) -> Iterator[Path]:
+    """Hold the exclusive registry lock for a read-decide-write-append sequence."""
+    path = lock_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise RegistryLockTimeout(
+                        f"{path} is held by another promotion or rollback (waited {timeout_s:g} s)"
+                    ) from None
+                time.sleep(poll_s)
+        try:
+            yield path
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def new_audit_id(now: datetime | None = None) -> str:
+    now = now or datetime.now(timezone.utc)
+    return f"{now.strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:8]}"
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def current_actor(actor: str | None = None) -> str:
+    if actor:
+        return actor
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name (some containers)
+        return f"uid:{os.getuid()}"
+
+
+def sha256_bytes(data: bytes) -> str:
+    return f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+
+def sha256_file(path: str | Path) -> str:
+    return sha256_bytes(Path(path).read_bytes())
+
+
+def append_entry(entry: dict[str, Any], path: Path | None = None) -> Path:
+    """Append one JSON line (flush + fsync). Call with the registry lock held."""
+    path = path or audit_log_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"schema_version": AUDIT_SCHEMA_VERSION, **entry}, sort_keys=True, allow_nan=False) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        data = line.encode("utf-8")
+        written = os.write(fd, data)
+        if written != len(data):
+            raise OSError(f"short write to {path}: {written} of {len(data)} bytes")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return path
+
+
+def read_entries(path: Path | None = None, model_name: str | None = None) -> list[dict[str, Any]]:
+    """Every complete entry, oldest first. A line that is not valid JSON raises (the log is corrupt)."""
+    path = path or audit_log_path()
+    if not path.exists():
+        return []
+    entries = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{number}: not a valid audit entry: {error}") from error
+        if model_name is None or entry.get("model_name") == model_name:
+            entries.append(entry)
+    return entries
+
+
+def champion_stack(entries: list[dict[str, Any]]) -> list[str]:
+    """The champions in force, oldest first, after replaying promotions and rollbacks: a promotion
+    pushes the new champion; a rollback pops the one it removed. The last item is the current
+    champion (as far as the log knows); the one before it is what a rollback restores."""
+    stack: list[str] = []
+    for entry in entries:
+        before, after = entry.get("champion_before"), entry.get("champion_after")
+        if before == after or after is None:
+            continue
+        if entry.get("action") == "promote":
+            if not stack and before is not None:
+                stack.append(before)
+            stack.append(after)
+        elif entry.get("action") == "rollback":
+            if not stack and before is not None:
+                stack.append(before)
+            if stack and stack[-1] == before:
+                stack.pop()
+            if not stack or stack[-1] != after:
+                stack.append(after)
+    return stack
