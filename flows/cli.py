@@ -220,6 +220,9 @@ def _register_commands() -> None:
     app.command("history")(history_command)
     app.command("serve")(serve_command)
     app.command("deploy")(deploy_command)
+    from flows.monitor_cli import monitor_command
+
+    app.command("monitor")(monitor_command)
 
 
 _register_commands()

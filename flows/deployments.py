@@ -4,8 +4,9 @@
 - `promote/promote-after-retrain`: the promotion flow (flows/promotion.py), started by an event
   trigger whenever a run of the nightly-retrain deployment completes (`prefect.flow-run.Completed`
   related to that deployment). It scores champion and challenger on the data of the latest run.
-- Hourly monitoring is NOT defined here yet: the monitoring flow belongs to the monitoring issue and
-  does not exist in this repository; add its deployment to `build_deployments` when it does.
+- `monitor-traffic/hourly-monitoring`: the monitoring flow (flows/monitor.py) every hour over the
+  traffic folder (default `$EBMOPS_HOME/traffic`); an alarm emits `ebmops.monitor.alarm` and, when
+  `trigger_retraining` is true, starts the nightly-retrain deployment at once.
 
 `ebmops deploy` registers them on the Prefect server at PREFECT_API_URL, to run on a process work pool
 (`prefect worker start --pool ebmops`) from this checkout; `ebmops deploy --serve` serves them from
@@ -25,6 +26,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 RETRAIN_DEPLOYMENT = "nightly-retrain"
 PROMOTE_DEPLOYMENT = "promote-after-retrain"
 RETRAIN_CRON = "0 3 * * *"
+MONITOR_DEPLOYMENT = "hourly-monitoring"
+MONITOR_CRON = "0 * * * *"
 DEFAULT_WORK_POOL = "ebmops"
 TAGS = ["ebmops"]
 
@@ -51,6 +54,20 @@ def retrain(
     }
     print(f"registered {summary['model_name']} v{summary['version']} ({', '.join(summary['aliases'])})")
     return summary
+
+
+@flow(name="monitor-traffic", log_prints=True)
+def monitor_traffic(
+    directory: str | None = None, expected_run_length: float = 150.0, trigger_retraining: bool = False
+) -> dict[str, Any]:
+    """The monitoring pass with JSON-friendly parameters, for the hourly deployment."""
+    from flows import settings
+    from flows.monitor import MonitorConfig, monitor
+
+    folder = Path(directory) if directory else settings.ebmops_home() / "traffic"
+    folder.mkdir(parents=True, exist_ok=True)
+    config = MonitorConfig(expected_run_length=expected_run_length, trigger_retraining=trigger_retraining)
+    return monitor(folder, config)
 
 
 def promote_trigger():
@@ -86,6 +103,18 @@ def deployment_specs(retrain_parameters: dict[str, Any] | None = None) -> list[d
                 "triggers": [promote_trigger()],
                 "parameters": {"actor": "prefect-automation", "reason": "a nightly retraining completed"},
                 "description": "Challenger vs champion on the latest data; moves champion when every gate passes.",
+                "tags": TAGS,
+            },
+        },
+        {
+            "flow": monitor_traffic,
+            "entrypoint": "flows/deployments.py:monitor_traffic",
+            "kwargs": {
+                "name": MONITOR_DEPLOYMENT,
+                "cron": MONITOR_CRON,
+                "parameters": {"trigger_retraining": False},
+                "description": "Hourly: score new traffic batches with the champion; flag-rate, drift and "
+                "sequential alarms; optional retraining on alarm.",
                 "tags": TAGS,
             },
         },

@@ -23,6 +23,9 @@ class EnergyGuardModel(PythonModel):
         import json
         from pathlib import Path
 
+        from flows.settings import configure_torch_threads
+
+        configure_torch_threads()  # OpenMP threads make a one-row forward pass many times slower
         detector_dir = Path(context.artifacts[DETECTOR_ARTIFACT])
         self.detector = EnergyDetector.load(detector_dir)
         self.embedder = None

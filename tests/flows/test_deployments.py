@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.deployments import PROMOTE_DEPLOYMENT, RETRAIN_CRON, RETRAIN_DEPLOYMENT
+from flows.deployments import MONITOR_CRON, MONITOR_DEPLOYMENT, PROMOTE_DEPLOYMENT, RETRAIN_CRON, RETRAIN_DEPLOYMENT
 from flows.serving import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -170,6 +170,8 @@ def test_deploy_creates_scheduled_and_triggered_deployments_on_the_server(prefec
         promote = client.read_deployment_by_name(f"promote/{PROMOTE_DEPLOYMENT}")
         assert retrain.work_pool_name == promote.work_pool_name == "ebmops-test"
         assert [s.schedule.cron for s in retrain.schedules] == [RETRAIN_CRON]
+        monitoring = client.read_deployment_by_name(f"monitor-traffic/{MONITOR_DEPLOYMENT}")
+        assert [s.schedule.cron for s in monitoring.schedules] == [MONITOR_CRON]
         automations = client.read_automations_by_name(
             "promote after a completed nightly retraining"
         )
