@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from evaluation.json_io import JsonRoundTrip
 from evaluation.bootstrap import ConfidenceInterval, paired_bootstrap_diffs, resampled_metric
 from evaluation.report import CI_METRICS, LOWER_IS_BETTER, METRIC_LABELS, EvalReport, data_checks_text
 
@@ -379,7 +380,7 @@ class GateVerdict:
 
 
 @dataclass(frozen=True)
-class ReportComparison:
+class ReportComparison(JsonRoundTrip):
     schema_version: int
     created_at: str
     baseline: EvalReport
@@ -443,21 +444,6 @@ class ReportComparison:
             raise ValueError("comparison: the stored 'passed' disagrees with its verdicts")
         return comparison
 
-    def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
-
-    @classmethod
-    def from_json(cls, s: str) -> ReportComparison:
-        return cls.from_dict(json.loads(s))
-
-    def write_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.write_text(self.to_json(), encoding="utf-8")
-        return path
-
-    @classmethod
-    def read_json(cls, path: str | Path) -> ReportComparison:
-        return cls.from_json(Path(path).read_text(encoding="utf-8"))
 
 
 def compare_reports(baseline: EvalReport, candidate: EvalReport, gates: Gates | None = None) -> ReportComparison:

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from evaluation.json_io import JsonRoundTrip
 from evaluation.bootstrap import METRICS as BOOTSTRAP_METRICS
 from evaluation.bootstrap import ConfidenceInterval, bootstrap_cis
 from evaluation.metrics import (
@@ -235,7 +236,7 @@ class BaselineSection:
 
 
 @dataclass(frozen=True)
-class EvalReport:
+class EvalReport(JsonRoundTrip):
     schema_version: int
     created_at: str
     model_uri: str | None
@@ -377,21 +378,6 @@ class EvalReport:
             data_checks_passed=None if data_checks_passed is None else bool(data_checks_passed),
         )
 
-    def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
-
-    @classmethod
-    def from_json(cls, s: str) -> EvalReport:
-        return cls.from_dict(json.loads(s))
-
-    def write_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.write_text(self.to_json(), encoding="utf-8")
-        return path
-
-    @classmethod
-    def read_json(cls, path: str | Path) -> EvalReport:
-        return cls.from_json(Path(path).read_text(encoding="utf-8"))
 
 
 _V1_FIELDS = frozenset(

@@ -20,3 +20,15 @@ def energy_and_grad(energy_fn, x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
         energy = energy_fn(x)
         (grad,) = torch.autograd.grad(energy.sum(), x)
     return energy.detach(), grad.detach()
+
+
+def finite_energy_and_grad(energy_fn, x: torch.Tensor, sampler: str, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Energies and gradients for a Metropolis step, in full precision, or a NonFiniteError."""
+    from ebm_core.errors import NonFiniteError
+
+    # The accept/reject step compares energies: keep them in full precision even under bf16 autocast.
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        energy, grad = energy_and_grad(energy_fn, x)
+    if not (torch.isfinite(energy).all() and torch.isfinite(grad).all()):
+        raise NonFiniteError(f"{sampler} sampler: energy or its gradient became non-finite at {where}")
+    return energy, grad

@@ -5,8 +5,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ebm_core.errors import NonFiniteError
-from ebm_core.samplers.base import SamplerOutput, energy_and_grad
+from ebm_core.samplers.base import SamplerOutput, finite_energy_and_grad
 from ebm_core.samplers.noise import gaussian_noise, uniform_noise
 from ebm_core.shapes import check_batch
 
@@ -48,7 +47,7 @@ class HMCSampler:
     ) -> SamplerOutput:
         x = check_batch(x_init, name="x_init").detach().clone()  # (B, D)
         mass = self.mass
-        energy, grad = _finite_energy_and_grad(energy_fn, x, "start")  # (B,), (B, D)
+        energy, grad = finite_energy_and_grad(energy_fn, x, "HMC", "start")  # (B,), (B, D)
         output = SamplerOutput(samples=x)
         n_accepted, n_proposed = 0, 0
         for i in range(n_steps or self.n_steps):
@@ -63,7 +62,7 @@ class HMCSampler:
             p = p - 0.5 * eps * y_grad
             for leap in range(self.n_leapfrog):
                 y = y + eps * p / mass
-                y_energy, y_grad = _finite_energy_and_grad(energy_fn, y, f"step {i + 1}, leapfrog {leap + 1}")
+                y_energy, y_grad = finite_energy_and_grad(energy_fn, y, "HMC", f"step {i + 1}, leapfrog {leap + 1}")
                 if leap < self.n_leapfrog - 1:
                     p = p - eps * y_grad
             p = p - 0.5 * eps * y_grad
@@ -78,12 +77,3 @@ class HMCSampler:
         output.samples = x.detach()
         output.acceptance_rate = n_accepted / n_proposed
         return output
-
-
-def _finite_energy_and_grad(energy_fn, x: torch.Tensor, where: str) -> tuple[torch.Tensor, torch.Tensor]:
-    # The accept/reject step compares energies: keep them in full precision even under bf16 autocast.
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        energy, grad = energy_and_grad(energy_fn, x)
-    if not (torch.isfinite(energy).all() and torch.isfinite(grad).all()):
-        raise NonFiniteError(f"HMC sampler: energy or its gradient became non-finite at {where}")
-    return energy, grad

@@ -5,8 +5,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ebm_core.errors import NonFiniteError
-from ebm_core.samplers.base import SamplerOutput, energy_and_grad
+from ebm_core.samplers.base import SamplerOutput, finite_energy_and_grad
 from ebm_core.samplers.noise import gaussian_noise, uniform_noise
 from ebm_core.shapes import check_batch
 
@@ -42,7 +41,7 @@ class MALASampler:
     ) -> SamplerOutput:
         x = check_batch(x_init, name="x_init").detach().clone()  # (B, D)
         step = self.step_size
-        energy, grad = _finite_energy_and_grad(energy_fn, x, "start")  # (B,), (B, D)
+        energy, grad = finite_energy_and_grad(energy_fn, x, "MALA", "start")  # (B,), (B, D)
         output = SamplerOutput(samples=x)
         n_accepted, n_proposed = 0, 0
         for i in range(n_steps or self.n_steps):
@@ -50,7 +49,7 @@ class MALASampler:
             output.grad_norm_trace.append(float(grad.norm(dim=1).mean()))
             z = gaussian_noise(x.shape, generator, x.device, x.dtype)
             proposal = x - step * grad + math.sqrt(2.0 * step) * z
-            p_energy, p_grad = _finite_energy_and_grad(energy_fn, proposal, f"step {i + 1}")
+            p_energy, p_grad = finite_energy_and_grad(energy_fn, proposal, "MALA", f"step {i + 1}")
             # log q(y | x) = -|z|^2 / 2 and log q(x | y) = -|x - y + step * grad E(y)|^2 / (4 step), up to
             # the same constant.
             log_q_forward = -0.5 * z.pow(2).sum(dim=1)
@@ -69,12 +68,3 @@ class MALASampler:
         output.samples = x.detach()
         output.acceptance_rate = n_accepted / n_proposed
         return output
-
-
-def _finite_energy_and_grad(energy_fn, x: torch.Tensor, where: str) -> tuple[torch.Tensor, torch.Tensor]:
-    # The accept/reject step compares energies: keep them in full precision even under bf16 autocast.
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        energy, grad = energy_and_grad(energy_fn, x)
-    if not (torch.isfinite(energy).all() and torch.isfinite(grad).all()):
-        raise NonFiniteError(f"MALA sampler: energy or its gradient became non-finite at {where}")
-    return energy, grad
