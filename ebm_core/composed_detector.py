@@ -1,13 +1,10 @@
 """Detectors the benchmark configurations need beyond `EnergyDetector`'s built-in recipes.
 
-- `CrossEntropyObjective`: train a `ClassifierEnergy` with cross-entropy only (no generative term);
-  its OOD score is the free energy E(x) = -T logsumexp(f(x) / T) (Liu et al. 2020).
+- `CrossEntropyObjective` (re-exported from ebm_core.objectives.cross_entropy).
 - `fit_with_objective(detector, x, y, objective, seed)`: fit an `EnergyDetector` with an objective
   built by the caller (weights the recipes do not expose, e.g. a margin weight), same fitted state
   as `EnergyDetector.fit`.
-- `KernelDensityEnergy`: a label-free, non-parametric energy on directions,
-  E(x) = -T log mean_i exp(<u(x), u(x_i)> / T), u(x) = x / |x|: a von Mises-Fisher kernel density
-  with one component per reference row. T -> 0 tends to (1 - cosine to the nearest row).
+- `KernelDensityDetector`: fits / scores with `ebm_core.energies.kernel_density.KernelDensityEnergy`.
 - `ComposedDetector([(w, detector), ...])`: score = sum_i w_i * score_i(x), i.e. the product of
   experts prod_i p_i(x)^w_i (see `ebm_core.composition.WeightedSumEnergy`); calibrate / score /
   p_value / predict like `EnergyDetector`.
@@ -21,39 +18,13 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ebm_core.detector import EnergyDetector, _as_float_array
-from ebm_core.energies.base import EnergyFunction
+from ebm_core.energies.kernel_density import KernelDensityEnergy
 from ebm_core.errors import NotCalibratedError, NotFittedError
-from ebm_core.objectives.base import ObjectiveOutput
-from ebm_core.objectives.labelled import check_labels, split_batch
+from ebm_core.objectives.cross_entropy import CrossEntropyObjective
 from ebm_core.recipes import build_energy
 from ebm_core.training import train_energy
-
-
-class CrossEntropyObjective:
-    """loss = CE(f(x), y) for an energy with `logits(x)`; nothing generative."""
-
-    accepts_labels = True
-    requires_labels = True
-
-    def __call__(self, energy_fn, batch, generator: torch.Generator) -> ObjectiveOutput:
-        x, y = split_batch(batch)
-        if y is None:
-            raise ValueError("CrossEntropyObjective needs labelled batches: pass y_train to train_energy")
-        y = check_labels(y, x.shape[0])
-        if not callable(getattr(energy_fn, "logits", None)):
-            raise TypeError(
-                f"CrossEntropyObjective needs an energy with logits(x) (ClassifierEnergy), got {type(energy_fn).__name__}"
-            )
-        logits = energy_fn.logits(x)  # (B, K)
-        loss = F.cross_entropy(logits, y)
-        stats = {
-            "ce_loss": float(loss.detach()),
-            "train_accuracy": float((logits.argmax(dim=1) == y).float().mean()),
-        }
-        return ObjectiveOutput(loss=loss, stats=stats)
 
 
 def fit_with_objective(
@@ -110,35 +81,6 @@ def set_temperature(detector: EnergyDetector, temperature: float) -> EnergyDetec
         raise ValueError("set_temperature applies to classifier energies only")
     detector.energy_.temperature = float(temperature)
     return detector
-
-
-class KernelDensityEnergy(EnergyFunction):
-    """E(x) = -T * log( (1/N) sum_i exp(cos(x, r_i) / T) ) over N reference rows r_i (N, D).
-
-    A von Mises-Fisher kernel density estimate, read as an energy. `temperature` is the kernel width.
-    Reference rows are stored as unit vectors; scoring is done in blocks of `block_size` references.
-    """
-
-    def __init__(self, reference: torch.Tensor, temperature: float = 0.05, block_size: int = 8192):
-        super().__init__()
-        reference = torch.as_tensor(reference, dtype=torch.float32)
-        if reference.ndim != 2 or reference.shape[0] < 1:
-            raise ValueError(f"reference must be (N, D) with N >= 1, got {tuple(reference.shape)}")
-        if not (math.isfinite(temperature) and temperature > 0):
-            raise ValueError(f"temperature must be finite and > 0, got {temperature}")
-        self.input_dim = reference.shape[1]
-        self.temperature = float(temperature)
-        self.block_size = int(block_size)
-        self.register_buffer("reference", F.normalize(reference, dim=1))
-
-    def energy(self, x: torch.Tensor) -> torch.Tensor:
-        u = F.normalize(x, dim=1)  # (B, D)
-        parts = [
-            torch.logsumexp(u @ self.reference[s : s + self.block_size].T / self.temperature, dim=1)
-            for s in range(0, self.reference.shape[0], self.block_size)
-        ]  # each (B,)
-        lse = torch.logsumexp(torch.stack(parts, dim=1), dim=1)
-        return -self.temperature * (lse - math.log(self.reference.shape[0]))
 
 
 class KernelDensityDetector:
@@ -206,3 +148,13 @@ class ComposedDetector:
     def _check_calibrated(self) -> None:
         if not hasattr(self, "threshold_"):
             raise NotCalibratedError("this ComposedDetector is not calibrated yet: call calibrate(x_cal, alpha) first")
+
+
+__all__ = [
+    "ComposedDetector",
+    "CrossEntropyObjective",
+    "KernelDensityDetector",
+    "KernelDensityEnergy",
+    "fit_with_objective",
+    "set_temperature",
+]

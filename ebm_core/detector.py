@@ -25,7 +25,6 @@ from ebm_core.recipes import (
     feature_permuted,
 )
 from ebm_core.samplers.langevin import LangevinSampler
-from ebm_core.shapes import check_batch
 from ebm_core.training import TrainConfig, TrainingCallback, TrainingHistory, train_energy
 
 FORMAT_VERSION = 1

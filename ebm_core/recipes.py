@@ -9,6 +9,7 @@ from ebm_core.energies.classifier import ClassifierEnergy, ClassifierEnergyConfi
 from ebm_core.energies.mlp import MLPEnergy, MLPEnergyConfig
 from ebm_core.objectives import (
     ContrastiveDivergence,
+    CrossEntropyObjective,
     DenoisingScoreMatching,
     EnergyMarginObjective,
     JEMHybrid,
@@ -18,13 +19,13 @@ from ebm_core.objectives import (
 )
 from ebm_core.replay_buffer import ReplayBuffer
 
-OBJECTIVES = ("cd", "cdk", "dsm", "ssm", "nce", "jem", "margin")
-LABELLED_OBJECTIVES = ("jem",)  # need labels; "margin" uses them when given
+OBJECTIVES = ("cd", "cdk", "dsm", "ssm", "nce", "ce", "jem", "margin")
+LABELLED_OBJECTIVES = ("ce", "jem")  # need labels; "margin" uses them when given
 
 
 def energy_kind(objective: str, has_labels: bool) -> str:
-    """JEM always reads a classifier as an energy; margin training does when labels exist."""
-    if objective == "jem" or (objective == "margin" and has_labels):
+    """CE and JEM always read a classifier as an energy; margin training does when labels exist."""
+    if objective in ("ce", "jem") or (objective == "margin" and has_labels):
         return "classifier"
     return "mlp"
 
@@ -57,6 +58,8 @@ def build_objective(config, x_std: torch.Tensor, outliers_std: torch.Tensor | No
         )
         pcd = PersistentContrastiveDivergence(config.sampler, buffer, config.energy_l2)
         return JEMHybrid(pcd) if name == "jem" else pcd
+    if name == "ce":
+        return CrossEntropyObjective()
     if name == "cdk":
         return ContrastiveDivergence(config.sampler, energy_l2=config.energy_l2)
     if name == "dsm":

@@ -42,7 +42,6 @@ A `bootstrap: {n_resamples, seed, confidence}` entry sets how the comparison's i
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone

@@ -38,7 +38,8 @@ def demo(
         None,
         help="Training objective: cd (persistent contrastive divergence, default), cdk (CD-k from data), "
         "dsm (denoising score matching), ssm (sliced score matching), nce (noise-contrastive estimation), "
-        "jem (classifier + CD hybrid, uses labels), margin (energy margins against outliers).",
+        "ce (classifier energy trained by cross-entropy, uses labels), jem (classifier + CD hybrid, uses "
+        "labels), margin (energy margins against outliers).",
     ),
     progress: bool = typer.Option(True, help="Show a training progress bar."),
 ):

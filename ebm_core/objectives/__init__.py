@@ -12,6 +12,7 @@ Optional extras that `train_energy` uses when present:
 
 from ebm_core.objectives.base import ObjectiveOutput
 from ebm_core.objectives.contrastive_divergence import ContrastiveDivergence, PersistentContrastiveDivergence
+from ebm_core.objectives.cross_entropy import CrossEntropyObjective
 from ebm_core.objectives.denoising_score_matching import DenoisingScoreMatching
 from ebm_core.objectives.energy_margin import EnergyMarginObjective
 from ebm_core.objectives.jem import JEMHybrid
@@ -21,6 +22,7 @@ from ebm_core.objectives.sliced_score_matching import SlicedScoreMatching
 
 __all__ = [
     "ContrastiveDivergence",
+    "CrossEntropyObjective",
     "DenoisingScoreMatching",
     "EnergyMarginObjective",
     "GaussianNoise",

@@ -32,7 +32,7 @@ def test_each_objective_fits_calibrates_and_round_trips(objective, tmp_path):
     probe = labelled_blobs(50, seed=2)[0]
     np.testing.assert_array_equal(detector.score(probe), loaded.score(probe))
     assert loaded.energy_kind_ == detector.energy_kind_
-    expected_kind = "classifier" if objective in ("jem", "margin") else "mlp"
+    expected_kind = "classifier" if objective in ("ce", "jem", "margin") else "mlp"
     assert loaded.energy_kind_ == expected_kind
     if expected_kind == "classifier":
         assert loaded.classes_ == ["a", "b", "c"]
