@@ -8,6 +8,8 @@ stores the config; `fit` sets `mean_`, `scale_`, `energy_`, `history_`; `calibra
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import numpy as np
 import torch
 
 from ebm_core.calibration import conformal_p_values, conformal_threshold
-from ebm_core.errors import NotCalibratedError, NotFittedError, ShapeError
+from ebm_core.errors import NonFiniteError, NotCalibratedError, NotFittedError, ShapeError
 from ebm_core.recipes import (
     LABELLED_OBJECTIVES,
     OBJECTIVES,
@@ -28,6 +30,10 @@ from ebm_core.samplers.langevin import LangevinSampler
 from ebm_core.training import TrainConfig, TrainingCallback, TrainingHistory, train_energy
 
 FORMAT_VERSION = 1
+_FITTED_ATTRIBUTES = (
+    "n_features_in_", "feature_names_in_", "mean_", "scale_", "classes_", "energy_kind_", "history_",
+    "energy_", "calibration_energies_", "alpha_", "threshold_",
+)
 WEIGHTS_FILE = "weights.safetensors"
 METADATA_FILE = "detector.json"
 
@@ -104,6 +110,9 @@ class EnergyDetector:
         training rows.
         """
         x = _as_float_array(x_train, "x_train")
+        # A refit that fails must not leave an old energy beside a new standardisation.
+        for name in _FITTED_ATTRIBUTES:
+            self.__dict__.pop(name, None)
         if feature_names is not None and len(feature_names) != x.shape[1]:
             raise ShapeError(f"{len(feature_names)} feature names for {x.shape[1]} feature columns")
         objective_name = self.config.objective
@@ -153,9 +162,10 @@ class EnergyDetector:
 
     def calibrate(self, x_cal: np.ndarray, alpha: float = 0.05) -> "EnergyDetector":
         energies = self.score(x_cal)
+        threshold = conformal_threshold(energies, alpha)  # validates alpha before anything changes
         self.calibration_energies_ = np.sort(energies)
         self.alpha_ = float(alpha)
-        self.threshold_ = conformal_threshold(energies, alpha)
+        self.threshold_ = threshold
         return self
 
     # ---- scoring -------------------------------------------------------------------------
@@ -169,7 +179,11 @@ class EnergyDetector:
         with torch.no_grad():
             for start in range(0, x_std.shape[0], batch_size):
                 chunks.append(self.energy_(x_std[start : start + batch_size].to(device)).cpu())
-        return torch.cat(chunks).double().numpy() if chunks else np.zeros(0)
+        energies = torch.cat(chunks).double().numpy() if chunks else np.zeros(0)
+        if not np.isfinite(energies).all():
+            rows = np.flatnonzero(~np.isfinite(energies))[:5].tolist()
+            raise NonFiniteError(f"the energy is NaN or infinite for rows {rows}: the model cannot score them")
+        return energies
 
     def p_value(self, x: np.ndarray) -> np.ndarray:
         self._check_calibrated()
@@ -204,13 +218,25 @@ class EnergyDetector:
             "threshold": _json_float(self.threshold_) if calibrated else None,
             "history": self.history_.to_dict() if hasattr(self, "history_") else None,
         }
-        # Write to temporary names first so a failure never leaves a half-written detector.
-        weights_tmp = directory / (WEIGHTS_FILE + ".tmp")
-        metadata_tmp = directory / (METADATA_FILE + ".tmp")
-        save_file(tensors, str(weights_tmp))
-        metadata_tmp.write_text(json.dumps(metadata, indent=2))
-        weights_tmp.replace(directory / WEIGHTS_FILE)
-        metadata_tmp.replace(directory / METADATA_FILE)
+        # Write into a sibling folder and swap it in, so a failure never leaves new weights beside
+        # an old detector.json (or a half-written file) where a reader would find them.
+        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        previous = directory.with_name(f".{directory.name}.previous")
+        try:
+            save_file(tensors, str(staging / WEIGHTS_FILE))
+            (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+            for extra in directory.iterdir():  # keep companions such as featurizer.json
+                if extra.name not in (WEIGHTS_FILE, METADATA_FILE) and extra.is_file():
+                    shutil.copy2(extra, staging / extra.name)
+            shutil.rmtree(previous, ignore_errors=True)
+            directory.rename(previous)
+            staging.rename(directory)
+            shutil.rmtree(previous, ignore_errors=True)
+        except BaseException:
+            if previous.exists() and not directory.exists():
+                previous.rename(directory)  # the swap failed half-way: put the old detector back
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         return directory
 
     @classmethod

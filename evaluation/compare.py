@@ -272,9 +272,12 @@ class Gates:
         except yaml.YAMLError as error:
             raise ValueError(f"{path} is not valid YAML: {error}") from error
         try:
-            return cls.from_dict(data if data is not None else {})
+            gates = cls.from_dict(data if data is not None else {})
         except ValueError as error:
             raise ValueError(f"{path}: {error}") from error
+        if not gates.metrics and gates.realised_fpr is None and gates.data_checks is None:
+            raise ValueError(f"{path}: no gates configured; a comparison without gates would pass anything")
+        return gates
 
 
 def _check_keys(d: dict[str, Any], allowed: set[str], where: str) -> None:
@@ -660,16 +663,17 @@ def _metric_gate_verdicts(
 def _realised_fpr_verdict(gate: RealisedFPRGate, baseline: EvalReport, candidate: EvalReport) -> GateVerdict:
     n = candidate.energy_stats[candidate.in_distribution_split].n
     flagged = int(round(candidate.realised_fpr * n))
-    limit = candidate.alpha + gate.tolerance
+    # The limit is the baseline's alpha: a candidate calibrated at a looser alpha must not pass by it.
+    limit = baseline.alpha + gate.tolerance
     observed: dict[str, Any] = {
-        "candidate": candidate.realised_fpr, "baseline": baseline.realised_fpr, "alpha": candidate.alpha,
+        "candidate": candidate.realised_fpr, "baseline": baseline.realised_fpr, "alpha": baseline.alpha, "candidate_alpha": candidate.alpha,
         "tolerance": gate.tolerance, "limit": limit, "n_flagged": flagged, "n": n,
     }
     if gate.confidence is None:
         passed = candidate.realised_fpr <= limit
         message = (
             f"realised FPR {candidate.realised_fpr:.4f} ({flagged}/{n}) "
-            + ("<=" if passed else ">") + f" alpha {candidate.alpha:g} + {gate.tolerance:g} = {limit:.4f}"
+            + ("<=" if passed else ">") + f" baseline alpha {baseline.alpha:g} + {gate.tolerance:g} = {limit:.4f}"
         )
     else:
         from evaluation.calibration_stats import binomial_ci  # imports ebm_core (torch): only when needed

@@ -20,10 +20,25 @@ class JsonRoundTrip:
         return cls.from_dict(json.loads(s))
 
     def write_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.write_text(self.to_json(), encoding="utf-8")
-        return path
+        """Write through a temporary file and rename it, so readers never see a half-written file."""
+        return write_text_atomic(Path(path), self.to_json())
 
     @classmethod
     def read_json(cls: type[T], path: str | Path) -> T:
         return cls.from_json(Path(path).read_text(encoding="utf-8"))
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -116,17 +116,25 @@ def append_entry(entry: dict[str, Any], path: Path | None = None) -> Path:
 
 
 def read_entries(path: Path | None = None, model_name: str | None = None) -> list[dict[str, Any]]:
-    """Every complete entry, oldest first. A line that is not valid JSON raises (the log is corrupt)."""
+    """Every complete entry, oldest first. An unterminated last line (a write cut short by a crash) is
+    skipped with a warning; any other line that is not valid JSON raises (the log is corrupt)."""
+    import warnings
+
     path = path or audit_log_path()
     if not path.exists():
         return []
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
     entries = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             entry = json.loads(line)
         except json.JSONDecodeError as error:
+            if number == len(lines) and not text.endswith("\n"):
+                warnings.warn(f"{path}:{number}: skipping an unterminated last entry (an interrupted write)")
+                continue
             raise ValueError(f"{path}:{number}: not a valid audit entry: {error}") from error
         if model_name is None or entry.get("model_name") == model_name:
             entries.append(entry)

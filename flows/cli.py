@@ -24,10 +24,15 @@ app = typer.Typer(
 )
 console = Console()
 
-# This machine may have no route out; Prefect's local server would otherwise try to send telemetry.
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-# Prefect's temporary server gets 20 s to start by default: too little on a busy 2-core machine.
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
+@app.callback()
+def main() -> None:
+    """Process settings for every command (set here, not at import)."""
+    # This machine may have no route out; Prefect's local server would otherwise try to send telemetry.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect's temporary server gets 20 s to start by default: too little on a busy 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 @app.command()

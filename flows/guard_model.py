@@ -10,7 +10,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
 from ebm_core import EnergyDetector, conformal_p_values
-from flows.guard_input import InvalidGuardInput, validate_guard_input
+from flows.guard_input import InvalidGuardInput, max_rows, validate_guard_input
 
 DETECTOR_ARTIFACT = "detector"
 FEATURIZER_FILE = "featurizer.json"
@@ -39,6 +39,11 @@ class EnergyGuardModel(PythonModel):
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
         if self.embedder is not None and isinstance(model_input, pd.DataFrame) and TEXT_COLUMN in model_input:
+            if len(model_input) > max_rows():  # refuse before paying for the embedding
+                raise MlflowException(
+                    f"too many rows: {len(model_input)} > {max_rows()} per request (EBMOPS_MAX_ROWS)",
+                    error_code=INVALID_PARAMETER_VALUE,
+                )
             model_input = embed_text_frame(self.embedder, model_input, self.detector.feature_names_in_)
         return score_frame(self.detector, model_input)
 

@@ -19,8 +19,6 @@ from rich.table import Table
 EXIT_REFUSED = 1
 EXIT_BAD_INPUT = 2
 
-# This machine may have no route out; Prefect's local server would otherwise try to send telemetry.
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def promote_command(

@@ -252,10 +252,12 @@ def promote(
         if decision == PROMOTED:
             client.set_registered_model_alias(model_name, registry.CHAMPION, after)
         entry.update({"decision": decision, "champion_after": after, "message": message})
+        # The log line is written before the MLflow bookkeeping: if that fails, the decision
+        # (and any alias move) is still on record.
+        audit.append_entry(entry)
         run_id = _log_audit_run(model_name, entry, work)
         entry["mlflow_run_id"] = run_id
         _tag_versions(client, model_name, entry, {"champion": champion, "challenger": challenger})
-        audit.append_entry(entry)
         (work / "entry.json").write_text(json.dumps(entry, indent=2, sort_keys=True))
 
     print(f"[{decision}] {message}")
@@ -330,11 +332,11 @@ def rollback(
             "message": message,
         }
         client.set_registered_model_alias(model_name, registry.CHAMPION, target)
+        audit.append_entry(entry)  # on record before any MLflow bookkeeping that could fail
         client.set_model_version_tag(model_name, current, ROLLED_BACK_TAG, f"{entry['time']} by {who} ({audit_id})")
         run_id = _log_audit_run(model_name, entry, work)
         entry["mlflow_run_id"] = run_id
         _tag_versions(client, model_name, entry, {"rolled_back": current, "restored": target})
-        audit.append_entry(entry)
         (work / "entry.json").write_text(json.dumps(entry, indent=2, sort_keys=True))
     print(f"[{ROLLED_BACK}] {message}")
     return PromotionResult(

@@ -146,10 +146,14 @@ def log_failed_validation(experiment_name: str, params: dict[str, str], data_che
 
 
 def get_alias_version(model_name: str, alias: str) -> str | None:
+    """The version behind `alias`, or None when the model or the alias does not exist. Any other
+    failure (database, network) is raised: treating it as "no champion" would skip the gates."""
     try:
         return str(MlflowClient().get_model_version_by_alias(model_name, alias).version)
-    except MlflowException:
-        return None
+    except MlflowException as error:
+        if error.error_code in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
+            return None
+        raise
 
 
 def version_aliases(model_name: str, version: str) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from ebm_core import DetectorConfig, EnergyDetector
+from evaluation.json_io import write_text_atomic
 from evaluation.report import EvalReport, build_report
 from flows import registry
 from flows.config import PipelineConfig
@@ -118,7 +119,8 @@ def validate_data(data: PreparedData, run_dir: Path) -> Path:
         )
         results[split] = check_vector_dataset(frame, spec, dataset_name=f"{split} ({Path(path).name})")
     out_path = Path(run_dir) / DATA_CHECK_FILE
-    out_path.write_text(
+    write_text_atomic(
+        out_path,
         json.dumps(
             {
                 "success": all(r.success for r in results.values()),
@@ -274,7 +276,7 @@ def write_featurizer(detector_dir: Path, featurizer: str) -> Path:
     if featurizer not in KNOWN_FEATURIZERS:
         raise ValueError(f"unknown featurizer {featurizer!r}; known: {sorted(KNOWN_FEATURIZERS)}")
     path = Path(detector_dir) / FEATURIZER_FILE
-    path.write_text(json.dumps({"name": featurizer, "model_id": KNOWN_FEATURIZERS[featurizer]}))
+    write_text_atomic(path, json.dumps({"name": featurizer, "model_id": KNOWN_FEATURIZERS[featurizer]}))
     return path
 
 

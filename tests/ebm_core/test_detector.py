@@ -90,3 +90,23 @@ def _save(detector, _counter=[0]):
 
     _counter[0] += 1
     return detector.save(Path(tempfile.mkdtemp()) / f"copy{_counter[0]}")
+
+
+def test_failed_recalibration_leaves_the_previous_calibration_intact(fitted):
+    detector = EnergyDetector.load(_save(fitted)).calibrate(gaussian(500, 9), alpha=0.1)
+    before = (detector.threshold_, detector.alpha_, detector.calibration_energies_.copy())
+    with pytest.raises(ValueError, match="alpha"):
+        detector.calibrate(gaussian(50, 10), alpha=1.5)
+    assert detector.threshold_ == before[0] and detector.alpha_ == before[1]
+    np.testing.assert_array_equal(detector.calibration_energies_, before[2])
+
+
+def test_saving_over_a_detector_replaces_it_whole_and_keeps_companion_files(fitted, tmp_path):
+    target = tmp_path / "det"
+    EnergyDetector.load(_save(fitted)).save(target)
+    (target / "featurizer.json").write_text("{}")
+    calibrated = EnergyDetector.load(target).calibrate(gaussian(300, 11), alpha=0.1)
+    calibrated.save(target)
+    assert sorted(p.name for p in target.iterdir()) == ["detector.json", "featurizer.json", "weights.safetensors"]
+    assert [p.name for p in tmp_path.iterdir()] == ["det"]  # no staging or backup folders left behind
+    assert EnergyDetector.load(target).threshold_ == calibrated.threshold_

@@ -101,7 +101,8 @@ def test_gates_round_trip_and_optional_settings(tmp_path):
     assert Gates.from_dict(gates.to_dict()) == gates
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
-    assert Gates.from_yaml(empty) == Gates()
+    with pytest.raises(ValueError, match="no gates configured"):
+        Gates.from_yaml(empty)
 
 
 @pytest.mark.parametrize(

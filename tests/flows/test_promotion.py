@@ -192,3 +192,15 @@ def test_champion_stack_replays_promotions_and_rollbacks():
     assert audit.champion_stack(entries[:3]) == ["1", "2", "3"]
     assert audit.champion_stack(entries[:4]) == ["1", "2"]
     assert audit.champion_stack(entries) == ["1", "4"]
+
+
+def test_a_torn_last_audit_line_is_skipped_but_a_corrupt_middle_line_raises(tmp_path):
+    from flows import audit
+
+    log = tmp_path / "promotions.jsonl"
+    log.write_text('{"model_name": "m", "n": 1}\n{"model_name": "m", "n": 2}\n{"model_name": "m", "n"')
+    with pytest.warns(UserWarning, match="unterminated"):
+        assert [e["n"] for e in audit.read_entries(log)] == [1, 2]
+    log.write_text('{"model_name": "m", "n": 1}\nnot json\n{"model_name": "m", "n": 3}\n')
+    with pytest.raises(ValueError, match=":2: not a valid audit entry"):
+        audit.read_entries(log)
