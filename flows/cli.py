@@ -153,12 +153,7 @@ def evaluate(
     except Exception as error:  # noqa: BLE001 - one clear line for the user
         console.print(f"[red]Evaluation failed:[/red] {type(error).__name__}: {error}")
         raise typer.Exit(code=1)
-    table = Table(title=f"{model}: score = energy, higher = more OOD")
-    for column in ("OOD set", "AUROC", "FPR@95TPR", "AUPR-out", "n"):
-        table.add_column(column)
-    for split, m in result.ood_metrics.items():
-        table.add_row(split, f"{m.auroc:.3f}", f"{m.fpr95:.3f}", f"{m.aupr_out:.3f}", str(m.n_ood))
-    console.print(table)
+    console.print(ood_table(f"{model}: score = energy, higher = more OOD", result))
     console.print(f"Realised FPR on {data.name}: {result.realised_fpr:.3f} (target alpha {result.alpha:.3f})")
     console.print(f"Report: {report} and {report.with_suffix('.html')}")
 
@@ -191,16 +186,21 @@ def _run_pipeline(pipeline_config, data_dir: Optional[Path], progress: bool) -> 
     print_summary(result, settings.tracking_uri())
 
 
-def print_summary(result, tracking_uri: str) -> None:
-    from evaluation.report import EvalReport
-
-    report = EvalReport.read_json(result.report_json)
-    table = Table(title="OOD detection (score = energy, higher = more OOD; OOD is the positive class)")
+def ood_table(title: str, report) -> Table:
+    """AUROC / FPR95 / AUPR-out per OOD split of an EvalReport."""
+    table = Table(title=title)
     for column in ("OOD set", "AUROC", "FPR@95TPR", "AUPR-out", "n"):
         table.add_column(column, justify="left" if column == "OOD set" else "right")
     for split, m in report.ood_metrics.items():
         table.add_row(split, f"{m.auroc:.3f}", f"{m.fpr95:.3f}", f"{m.aupr_out:.3f}", str(m.n_ood))
-    console.print(table)
+    return table
+
+
+def print_summary(result, tracking_uri: str) -> None:
+    from evaluation.report import EvalReport
+
+    report = EvalReport.read_json(result.report_json)
+    console.print(ood_table("OOD detection (score = energy, higher = more OOD; OOD is the positive class)", report))
     n_test = report.energy_stats[report.in_distribution_split].n
     console.print(
         f"Realised false-positive rate on held-out in-distribution data: {report.realised_fpr:.3f} "

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ebm_core import DetectorConfig, EnergyDetector
@@ -139,7 +140,7 @@ def train_detector(
     data: PreparedData, detector_config: DetectorConfig, seed: int, out_dir: Path, progress: bool = True
 ) -> Path:
     train = pd.read_parquet(data.path("train"))
-    x_train = read_vectors(data.path("train"), list(data.feature_columns))
+    x_train = train[list(data.feature_columns)].to_numpy(dtype=np.float64)
     labels = train[LABEL_COLUMN].to_numpy() if LABEL_COLUMN in train.columns else None
     callbacks = (TqdmProgress(f"training ({detector_config.objective})"),) if progress else ()
     outliers = None
@@ -189,7 +190,7 @@ def evaluate_detector(
 
     baselines_started = time.perf_counter()
     train_frame = pd.read_parquet(data.path("train"))
-    x_train = read_vectors(data.path("train"), features)
+    x_train = train_frame[features].to_numpy(dtype=np.float64)
     y_train = None
     if LABEL_COLUMN in train_frame.columns:
         labels = train_frame[LABEL_COLUMN]

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from ebm_core.objectives.base import ObjectiveOutput
-from ebm_core.objectives.labelled import check_labels, split_batch
+from ebm_core.objectives.labelled import class_logits, split_batch
 
 
 class CrossEntropyObjective:
@@ -20,12 +20,7 @@ class CrossEntropyObjective:
         x, y = split_batch(batch)
         if y is None:
             raise ValueError("CrossEntropyObjective needs labelled batches: pass y_train to train_energy")
-        y = check_labels(y, x.shape[0])
-        if not callable(getattr(energy_fn, "logits", None)):
-            raise TypeError(
-                f"CrossEntropyObjective needs an energy with logits(x) (ClassifierEnergy), got {type(energy_fn).__name__}"
-            )
-        logits = energy_fn.logits(x)  # (B, K)
+        logits, y = class_logits(energy_fn, x, y, "CrossEntropyObjective")  # (B, K), (B,)
         loss = F.cross_entropy(logits, y)
         stats = {
             "ce_loss": float(loss.detach()),

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from ebm_core.objectives.base import ObjectiveOutput
-from ebm_core.objectives.labelled import LabelledBatch, check_labels, split_batch
+from ebm_core.objectives.labelled import LabelledBatch, class_logits, split_batch
 from ebm_core.shapes import check_batch
 
 
@@ -66,13 +66,7 @@ class EnergyMarginObjective:
             "hinge_out": float(hinge_out.detach()),
         }
         if y is not None:
-            y = check_labels(y, x.shape[0])
-            if not callable(getattr(energy_fn, "logits", None)):
-                raise TypeError(
-                    f"labelled energy-margin training needs an energy with logits(x) (ClassifierEnergy), "
-                    f"got {type(energy_fn).__name__}"
-                )
-            logits = energy_fn.logits(x)
+            logits, y = class_logits(energy_fn, x, y, "labelled energy-margin training")  # (B, K), (B,)
             ce = F.cross_entropy(logits, y)
             loss = loss + self.ce_weight * ce
             stats["ce_loss"] = float(ce.detach())

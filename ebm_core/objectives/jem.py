@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from ebm_core.objectives.base import ObjectiveOutput
-from ebm_core.objectives.labelled import LabelledBatch, check_labels, split_batch
+from ebm_core.objectives.labelled import LabelledBatch, class_logits, split_batch
 
 
 class JEMHybrid:
@@ -33,12 +33,7 @@ class JEMHybrid:
         x, y = split_batch(batch)
         if y is None:
             raise ValueError("JEMHybrid needs labelled batches: pass y_train to train_energy")
-        y = check_labels(y, x.shape[0])
-        if not callable(getattr(energy_fn, "logits", None)):
-            raise TypeError(
-                f"JEMHybrid needs an energy with logits(x) (ClassifierEnergy), got {type(energy_fn).__name__}"
-            )
-        logits = energy_fn.logits(x)  # (B, K)
+        logits, y = class_logits(energy_fn, x, y, "JEMHybrid")  # (B, K), (B,)
         ce = F.cross_entropy(logits, y)
         generative = self.generative(energy_fn, x, generator)
         loss = self.ce_weight * ce + self.generative_weight * generative.loss

@@ -38,3 +38,12 @@ def check_labels(y: torch.Tensor, n_rows: int, name: str = "y") -> torch.Tensor:
     if n_rows and int(y.min()) < 0:
         raise ValueError(f"{name} must hold class indices >= 0, got {int(y.min())}")
     return y.long()
+
+
+def class_logits(energy_fn, x: torch.Tensor, y: torch.Tensor, who: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class logits (B, K) and checked labels (B,) for an objective with a cross-entropy term;
+    the energy must expose `logits(x)` (a ClassifierEnergy)."""
+    y = check_labels(y, x.shape[0])
+    if not callable(getattr(energy_fn, "logits", None)):
+        raise TypeError(f"{who} needs an energy with logits(x) (ClassifierEnergy), got {type(energy_fn).__name__}")
+    return energy_fn.logits(x), y
