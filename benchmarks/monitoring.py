@@ -40,8 +40,8 @@ from evaluation.monitoring import SequentialDetector, conformal_p_values  # noqa
 
 
 def load_embeddings(cache_dir: Path, clinc_path: Path | None):
-    from flows.featurize import EmbeddingCache, TextEmbedder, embed_with_cache
-    from flows.text_data import default_clinc150_path, load_clinc150
+    from flows.data.featurize import EmbeddingCache, TextEmbedder, embed_with_cache
+    from flows.data.text_data import default_clinc150_path, load_clinc150
 
     frames = load_clinc150(clinc_path or default_clinc150_path())
     cache = EmbeddingCache(cache_dir)

@@ -47,9 +47,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from flows import registry
-    from flows.datasets import pixel_columns
-    from flows.serving import start_server, stop_server, wait_until_ready
+    from flows.guard import registry
+    from flows.data.datasets import pixel_columns
+    from flows.guard.serving import start_server, stop_server, wait_until_ready
 
     tmp = tempfile.mkdtemp(prefix="ebmops-bench-")
     if not args.use_home:

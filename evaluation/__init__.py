@@ -3,7 +3,7 @@
 Convention everywhere: the score is the energy, higher = more OOD, OOD is the positive class.
 
 `evaluation.html_report` (matplotlib), `evaluation.baselines` (scikit-learn),
-`evaluation.calibration_stats` (ebm_core, hence torch) and `evaluation.data_checks`
+`evaluation.calibration_stats` (ebm_core, hence torch) and `flows.data.data_checks`
 (great_expectations) are not imported here, so importing the metrics and reports stays cheap.
 `evaluation.compare` holds report comparison and gates (`compare_reports`, `Gates`).
 """

@@ -58,7 +58,7 @@ COMPARISON_SCHEMA_VERSION = 1
 
 HIGHER_IS_BETTER = frozenset(m for m in CI_METRICS if m not in LOWER_IS_BETTER)
 
-# Gates used when no file is given (flows/configs/gates.yaml holds the same values).
+# Gates used when no file is given (flows/pipeline/configs/gates.yaml holds the same values).
 DEFAULT_GATES: dict[str, Any] = {
     "bootstrap": {"n_resamples": 1000, "seed": 0, "confidence": 0.95},
     "auroc": {"max_drop": 0.005, "confidence": 0.95},

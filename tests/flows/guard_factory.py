@@ -8,8 +8,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from ebm_core import LangevinSampler, TrainConfig
-from flows import registry, steps
-from flows.config import demo_config
+from flows.guard import registry
+from flows.pipeline import steps
+from flows.pipeline.config import demo_config
 
 
 def small_config(n_steps: int = 200, seed: int = 0):

@@ -1,0 +1,237 @@
+"""The `ebmops` command line."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help=(
+        "ebmops: energy-based models as out-of-distribution guards.\n\n"
+        "Validates data (Great Expectations), trains an energy model (PyTorch), calibrates the OOD "
+        "threshold, evaluates it and registers it in MLflow, all through Prefect flows. "
+        "State lives in $EBMOPS_HOME (default ./.ebmops); MLFLOW_TRACKING_URI and PREFECT_API_URL "
+        "point at real servers instead."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+console = Console()
+
+
+
+@app.callback()
+def main() -> None:
+    """Process settings for every command (set here, not at import)."""
+    # This machine may have no route out; Prefect's local server would otherwise try to send telemetry.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect's temporary server gets 20 s to start by default: too little on a busy 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
+@app.command()
+def demo(
+    config: Optional[Path] = typer.Option(None, help="Pipeline YAML; default: the packaged demo config."),
+    steps: Optional[int] = typer.Option(None, min=1, help="Override the number of training steps."),
+    objective: Optional[str] = typer.Option(
+        None,
+        help="Training objective: cd (persistent contrastive divergence, default), cdk (CD-k from data), "
+        "dsm (denoising score matching), ssm (sliced score matching), nce (noise-contrastive estimation), "
+        "ce (classifier energy trained by cross-entropy, uses labels), jem (classifier + CD hybrid, uses "
+        "labels), margin (energy margins against outliers).",
+    ),
+    progress: bool = typer.Option(True, help="Show a training progress bar."),
+):
+    """Train and register a guard on scikit-learn's bundled digits (0-5 in-distribution; 6-9, noise
+    and inverted digits as OOD), then print its evaluation summary. Needs no server and no download."""
+    from flows.pipeline.config import PipelineConfig, demo_config
+
+    pipeline_config = PipelineConfig.from_yaml(config) if config else demo_config()
+    if steps is not None:
+        pipeline_config = pipeline_config.with_training_steps(steps)
+    if objective is not None:
+        pipeline_config = _with_objective(pipeline_config, objective)
+    _run_pipeline(pipeline_config, data_dir=None, progress=progress)
+
+
+@app.command()
+def train(
+    data: Optional[Path] = typer.Option(
+        None, exists=True, dir_okay=False, help="In-distribution training data: CSV or Parquet with a text column."
+    ),
+    text_column: str = typer.Option("text", help="Name of the text column in --data / --val-data / --ood-val-data."),
+    label_column: Optional[str] = typer.Option(None, help="Optional label column (intents); used by jem/margin."),
+    val_data: Optional[Path] = typer.Option(
+        None, exists=True, dir_okay=False, help="Held-out in-distribution data, split between calibration and test."
+    ),
+    ood_val_data: list[Path] = typer.Option(
+        [], exists=True, dir_okay=False, help="OOD data for evaluation (repeat for several sets)."
+    ),
+    outliers_data: Optional[Path] = typer.Option(
+        None, exists=True, dir_okay=False, help="Known-bad examples for --objective margin (never evaluation data)."
+    ),
+    dataset: Optional[str] = typer.Option(None, help="A built-in dataset instead of --data: 'clinc150'."),
+    data_path: Optional[Path] = typer.Option(None, help="Path of the built-in dataset's file (CLINC150's data_full.json)."),
+    data_dir: Optional[Path] = typer.Option(
+        None,
+        exists=True,
+        file_okay=False,
+        help="Folder of ready Parquet splits: train, calibration, in_test, ood_*.parquet (numeric feature "
+        "columns + optional label).",
+    ),
+    config: Optional[Path] = typer.Option(
+        None, exists=True, dir_okay=False, help="Pipeline YAML (default: flows/pipeline/configs/demo.yaml settings)."
+    ),
+    objective: Optional[str] = typer.Option(None, help="Training objective (see `ebmops demo --help`)."),
+    steps: Optional[int] = typer.Option(None, min=1, help="Override the number of training steps."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+):
+    """Train a guard on your data through the train_and_register flow and register it as `challenger`.
+
+    Text data is embedded with the packaged all-MiniLM-L6-v2 (offline, cached on disk by content hash);
+    the registered model then accepts raw text (a `text` column) as well as embedding columns.
+    """
+    from flows import settings
+    from flows.pipeline.config import PipelineConfig, demo_config
+    from flows.data.text_splits import splits_from_clinc150, splits_from_tables, write_embedded_splits
+    from flows.pipeline.train_and_register import new_run_dir
+
+    sources = sum(x is not None for x in (data, dataset, data_dir))
+    if sources != 1:
+        raise typer.BadParameter("give exactly one of --data, --dataset or --data-dir")
+    if config is None and dataset == "clinc150":
+        from flows.pipeline.config import CLINC150_CONFIG_PATH
+
+        config = CLINC150_CONFIG_PATH
+    pipeline_config = PipelineConfig.from_yaml(config) if config else demo_config()
+    if steps is not None:
+        pipeline_config = pipeline_config.with_training_steps(steps)
+    if objective is not None:
+        pipeline_config = _with_objective(pipeline_config, objective)
+    if data_dir is None:
+        if dataset is not None:
+            if dataset != "clinc150":
+                raise typer.BadParameter(f"unknown dataset {dataset!r}; known: clinc150")
+            from flows.data.text_data import default_clinc150_path
+
+            text_splits = splits_from_clinc150(data_path or default_clinc150_path())
+        else:
+            text_splits = splits_from_tables(
+                data, text_column, label_column, val_data, list(ood_val_data), outliers_data, pipeline_config.seed
+            )
+        settings.ebmops_home().mkdir(parents=True, exist_ok=True)
+        data_dir = new_run_dir() / "embedded"
+        write_embedded_splits(text_splits, data_dir, progress=progress)
+        from dataclasses import replace
+
+        pipeline_config = replace(pipeline_config, featurizer="all-MiniLM-L6-v2")
+    _run_pipeline(pipeline_config, data_dir=data_dir, progress=progress)
+
+
+@app.command()
+def evaluate(
+    model: str = typer.Option("models:/ebm-guard@challenger", help="Model URI to evaluate."),
+    data: Path = typer.Option(..., exists=True, dir_okay=False, help="Held-out in-distribution data (CSV/Parquet)."),
+    ood_data: list[Path] = typer.Option(..., exists=True, dir_okay=False, help="OOD data (repeat for several sets)."),
+    text_column: Optional[str] = typer.Option(None, help="Text column (for a text guard); else vector columns."),
+    vector_columns: Optional[str] = typer.Option(None, help="Vector columns as a glob, e.g. 'emb_*' or 'pixel_*'."),
+    report: Path = typer.Option(Path("report.json"), help="Where to write the report JSON (HTML beside it)."),
+):
+    """Score in-distribution and OOD data with a registered guard and write a full evaluation report."""
+    from flows.ops.evaluate_model import evaluate_model
+
+    if (text_column is None) == (vector_columns is None):
+        raise typer.BadParameter("give exactly one of --text-column or --vector-columns")
+    try:
+        result = evaluate_model(model, data, list(ood_data), text_column, vector_columns, report)
+    except Exception as error:  # noqa: BLE001 - one clear line for the user
+        console.print(f"[red]Evaluation failed:[/red] {type(error).__name__}: {error}")
+        raise typer.Exit(code=1)
+    console.print(ood_table(f"{model}: score = energy, higher = more OOD", result))
+    console.print(f"Realised FPR on {data.name}: {result.realised_fpr:.3f} (target alpha {result.alpha:.3f})")
+    console.print(f"Report: {report} and {report.with_suffix('.html')}")
+
+
+def _with_objective(pipeline_config, objective: str):
+    from ebm_core import OBJECTIVES
+
+    if objective not in OBJECTIVES:
+        raise typer.BadParameter(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    return pipeline_config.with_objective(objective)
+
+
+def _run_pipeline(pipeline_config, data_dir: Optional[Path], progress: bool) -> None:
+    from flows import settings
+    from flows.pipeline.steps import DataCheckFailed
+    from flows.pipeline.train_and_register import train_and_register
+
+    try:
+        result = train_and_register(pipeline_config, data_dir=data_dir, progress=progress)
+    except DataCheckFailed as failure:
+        console.print(f"[red]Stopped before training:[/red] {failure}")
+        console.print("The model registry was not changed.")
+        raise typer.Exit(code=2)
+    except Exception as error:  # noqa: BLE001 - the CLI reports any failure in one line
+        console.print(f"[red]Pipeline failed:[/red] {type(error).__name__}: {error}")
+        console.print("Set EBMOPS_DEBUG=1 to see the traceback.")
+        if os.environ.get("EBMOPS_DEBUG"):
+            raise
+        raise typer.Exit(code=1)
+    print_summary(result, settings.tracking_uri())
+
+
+def ood_table(title: str, report) -> Table:
+    """AUROC / FPR95 / AUPR-out per OOD split of an EvalReport."""
+    table = Table(title=title)
+    for column in ("OOD set", "AUROC", "FPR@95TPR", "AUPR-out", "n"):
+        table.add_column(column, justify="left" if column == "OOD set" else "right")
+    for split, m in report.ood_metrics.items():
+        table.add_row(split, f"{m.auroc:.3f}", f"{m.fpr95:.3f}", f"{m.aupr_out:.3f}", str(m.n_ood))
+    return table
+
+
+def print_summary(result, tracking_uri: str) -> None:
+    from evaluation.report import EvalReport
+
+    report = EvalReport.read_json(result.report_json)
+    console.print(ood_table("OOD detection (score = energy, higher = more OOD; OOD is the positive class)", report))
+    n_test = report.energy_stats[report.in_distribution_split].n
+    console.print(
+        f"Realised false-positive rate on held-out in-distribution data: {report.realised_fpr:.3f} "
+        f"(target alpha {report.alpha:.3f}, n = {n_test}; threshold {report.threshold:.4g})"
+    )
+    registered = result.registered
+    console.print(
+        f"Registered [bold]{registered.model_name}[/bold] version {registered.version} "
+        f"(aliases: {', '.join(registered.aliases)}), run {registered.run_id}"
+    )
+    console.print(f"Report: {result.report_html}  (JSON: {result.report_json})")
+    console.print(f"Browse runs: mlflow ui --backend-store-uri {tracking_uri}")
+    console.print(f"Finished in {result.seconds:.1f} s")
+
+
+def _register_commands() -> None:
+    from flows.cli.compare import compare_command
+    from flows.cli.ops import deploy_command, history_command, promote_command, rollback_command, serve_command
+
+    app.command("compare")(compare_command)
+    app.command("promote")(promote_command)
+    app.command("rollback")(rollback_command)
+    app.command("history")(history_command)
+    app.command("serve")(serve_command)
+    app.command("deploy")(deploy_command)
+    from flows.cli.monitor import monitor_command
+
+    app.command("monitor")(monitor_command)
+
+
+_register_commands()
+
+if __name__ == "__main__":
+    app()

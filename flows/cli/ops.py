@@ -1,0 +1,201 @@
+"""Day-to-day operations on the command line: `ebmops promote | rollback | history | serve | deploy`.
+
+Plain typer-compatible functions; flows/cli/app.py registers them, e.g.
+`app.command("promote")(promote_command)`. Exit status of `promote`: 0 when the challenger was promoted
+(or already was the champion), 1 when a gate refused it, 2 for unusable input.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+EXIT_REFUSED = 1
+EXIT_BAD_INPUT = 2
+
+
+
+def promote_command(
+    model_name: str = typer.Option("ebm-guard", "--model", help="Registered model name."),
+    data_dir: Optional[Path] = typer.Option(
+        None,
+        "--data-dir",
+        help="Current evaluation data: a folder with in_test.parquet and ood_*.parquet (or a pipeline run "
+        "folder holding data/). Default: the data of the latest pipeline run in $EBMOPS_HOME/runs.",
+    ),
+    gates: Optional[Path] = typer.Option(None, "--gates", help="Gates YAML (default: flows/pipeline/configs/gates.yaml)."),
+    actor: Optional[str] = typer.Option(None, "--actor", help="Who decides (default: the login name)."),
+    reason: str = typer.Option("", "--reason", help="Why (kept in the audit log)."),
+    n_bootstrap: int = typer.Option(1000, "--n-bootstrap", min=100, help="Bootstrap resamples per report."),
+    allow_rolled_back: bool = typer.Option(
+        False, "--allow-rolled-back", help="Consider a challenger that was rolled back before."
+    ),
+) -> None:
+    """Score champion and challenger on the same current data, compare them with the gates, and move
+    `champion` to the challenger only when every gate passes. Audited (log, MLflow run, version tags)."""
+    from evaluation.compare import ReportComparison
+    from flows.ops.promotion import PromotionError, promote
+
+    console = Console()
+    try:
+        result = promote(
+            model_name=model_name,
+            data_dir=None if data_dir is None else str(data_dir),
+            gates_path=None if gates is None else str(gates),
+            actor=actor,
+            reason=reason,
+            n_bootstrap=n_bootstrap,
+            allow_rolled_back=allow_rolled_back,
+        )
+    except (PromotionError, FileNotFoundError, ValueError) as error:
+        console.print(f"[bold red]error:[/bold red] {escape(str(error))}")
+        raise typer.Exit(code=EXIT_BAD_INPUT)
+    if result.comparison_json:
+        from flows.cli.compare import print_comparison
+
+        comparison = ReportComparison.read_json(result.comparison_json)
+        print_comparison(
+            comparison,
+            console,
+            Path(result.report_paths["champion"]),
+            Path(result.report_paths["challenger"]),
+            Path(result.entry["gates_file"]),
+        )
+    print_decision(result, console)
+    if result.decision == "refused":
+        raise typer.Exit(code=EXIT_REFUSED)
+
+
+def print_decision(result, console: Console) -> None:
+    colour = {"promoted": "green", "refused": "red", "noop": "yellow", "rolled_back": "magenta"}[result.decision]
+    console.print(f"[bold {colour}]{result.decision.upper()}[/bold {colour}]: {escape(result.message)}")
+    console.print(
+        f"champion: v{result.champion_before} -> v{result.champion_after}  (challenger v{result.challenger}); "
+        f"audit id {result.audit_id}, MLflow run {result.mlflow_run_id}"
+    )
+
+
+def rollback_command(
+    model_name: str = typer.Option("ebm-guard", "--model", help="Registered model name."),
+    to_version: Optional[str] = typer.Option(
+        None, "--to", help="Version to restore (default: the previous champion in the audit log)."
+    ),
+    actor: Optional[str] = typer.Option(None, "--actor", help="Who decides (default: the login name)."),
+    reason: str = typer.Option("", "--reason", help="Why (kept in the audit log)."),
+) -> None:
+    """Restore the previous champion (audited; the removed version is tagged so promote refuses it)."""
+    from mlflow.exceptions import MlflowException
+
+    from flows.ops.promotion import PromotionError, rollback
+
+    console = Console()
+    try:
+        result = rollback(model_name=model_name, to_version=to_version, actor=actor, reason=reason)
+    except (PromotionError, MlflowException) as error:
+        console.print(f"[bold red]error:[/bold red] {escape(str(error))}")
+        raise typer.Exit(code=EXIT_BAD_INPUT)
+    print_decision(result, console)
+
+
+def history_command(
+    model_name: str = typer.Option("ebm-guard", "--model", help="Registered model name."),
+    limit: int = typer.Option(50, "--limit", min=1, help="Show the latest N entries."),
+) -> None:
+    """The champion's history from the audit log: every promotion decision and rollback."""
+    from flows.guard import registry
+    from flows.ops.audit import audit_log_path
+    from flows.ops.promotion import champion_history
+
+    console = Console()
+    registry.configure_tracking()
+    rows = champion_history(model_name)[-limit:]
+    print_history(rows, console, model_name)
+    champion = registry.get_alias_version(model_name, registry.CHAMPION)
+    challenger = registry.get_alias_version(model_name, registry.CHALLENGER)
+    console.print(f"Now: champion v{champion}, challenger v{challenger}.  Log: {escape(str(audit_log_path()))}")
+
+
+def print_history(rows: list[dict], console: Console, model_name: str) -> None:
+    table = Table(title=f"Champion history of {model_name} (oldest first)")
+    for column in ("time (UTC)", "action", "decision", "champion", "challenger", "failed gates", "who", "why"):
+        table.add_column(column)
+    for row in rows:
+        before, after = row["champion_before"], row["champion_after"]
+        champion = f"v{before} -> v{after}" if before != after else f"v{after} (kept)"
+        table.add_row(
+            row["time"][:19].replace("T", " "),
+            row["action"],
+            row["decision"],
+            champion,
+            f"v{row['challenger']}" if row["challenger"] else "-",
+            ", ".join(row["failed_gates"]) or "-",
+            escape(str(row["actor"])),
+            escape(row["reason"] or "-"),
+        )
+    console.print(table)
+
+
+def serve_command(
+    port: int = typer.Option(5000, "--port", "-p", help="TCP port."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (0.0.0.0 for every interface)."),
+    model_uri: str = typer.Option("models:/ebm-guard@champion", "--model-uri", help="Model to serve."),
+    workers: int = typer.Option(1, "--workers", min=1, help="uvicorn worker processes."),
+    max_rows: Optional[int] = typer.Option(
+        None, "--max-rows", min=1, help="Largest request in rows (default: $EBMOPS_MAX_ROWS or 10000)."
+    ),
+) -> None:
+    """Serve the champion over HTTP with MLflow's scoring server: POST /invocations with
+    {"dataframe_split": {"columns": [...], "data": [[...]]}} -> energy, p_value, is_ood per row; GET /ping."""
+    from flows import settings
+    from flows.guard.serving import serve_forever
+
+    tracking = os.environ.get("MLFLOW_TRACKING_URI") or settings.tracking_uri()
+    Console().print(f"Serving {escape(model_uri)} from {escape(tracking)} on http://{host}:{port} (Ctrl-C stops)")
+    raise typer.Exit(code=serve_forever(model_uri, host, port, workers, max_rows))
+
+
+def deploy_command(
+    serve: bool = typer.Option(
+        False, "--serve", help="Serve the deployments from this process (until Ctrl-C) instead of registering "
+        "them on the Prefect server for a worker."
+    ),
+    work_pool: str = typer.Option("ebmops", "--work-pool", help="Process work pool for `deploy` (created if missing)."),
+    training_steps: Optional[int] = typer.Option(
+        None, "--training-steps", min=1, help="Default training budget of the nightly retraining."
+    ),
+    config: Optional[Path] = typer.Option(None, "--config", help="Pipeline YAML for the nightly retraining."),
+) -> None:
+    """Scheduled operations as Prefect deployments: nightly retraining (cron 0 3 * * *) and a promotion
+    triggered by each completed retraining. Without --serve they are created on the server at
+    PREFECT_API_URL (start a worker: `prefect worker start --pool ebmops`)."""
+    from flows.ops.deployments import PROMOTE_DEPLOYMENT, RETRAIN_CRON, RETRAIN_DEPLOYMENT, deploy_to_server, serve_deployments
+
+    console = Console()
+    parameters = {}
+    if training_steps is not None:
+        parameters["training_steps"] = training_steps
+    if config is not None:
+        parameters["config_path"] = str(config.resolve())
+    console.print(
+        f"retrain/{RETRAIN_DEPLOYMENT} (cron {RETRAIN_CRON}); promote/{PROMOTE_DEPLOYMENT} "
+        f"(on prefect.flow-run.Completed of {RETRAIN_DEPLOYMENT}); no hourly monitoring deployment yet "
+        "(the monitoring flow does not exist)"
+    )
+    if serve:
+        serve_deployments(parameters)
+        return
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        console.print("[bold red]error:[/bold red] PREFECT_API_URL is not set: point it at a Prefect server, or use --serve")
+        raise typer.Exit(code=EXIT_BAD_INPUT)
+    ids = deploy_to_server(work_pool, parameters)
+    for name, deployment_id in ids.items():
+        console.print(f"created {escape(name)}: {deployment_id}")
+    console.print(f"Run them with a worker: prefect worker start --pool {escape(work_pool)}")

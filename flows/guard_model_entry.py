@@ -1,6 +1,0 @@
-# Logged with the model as models-from-code: it names the installed class and nothing else.
-import mlflow
-
-from flows.guard_model import EnergyGuardModel
-
-mlflow.models.set_model(EnergyGuardModel())

@@ -1,0 +1,453 @@
+"""Promotion and rollback of the `champion` alias, with gates and an audit trail.
+
+`promote` (a Prefect flow) loads `models:/<name>@champion` and `models:/<name>@challenger`, scores
+both on the SAME current evaluation data (`in_test.parquet` + `ood_*.parquet` of a data folder;
+default: the data of the latest pipeline run under `$EBMOPS_HOME/runs`), builds an evaluation report
+for each (`evaluation.report.build_report`), compares them with the gates
+(`evaluation.compare.compare_reports`; default gates: flows/pipeline/configs/gates.yaml) and moves `champion`
+to the challenger only when every gate passes.
+
+Every decision (promoted, refused, no-op) and every rollback leaves:
+- one line in the append-only log `$EBMOPS_HOME/audit/promotions.jsonl` (see flows/ops/audit.py):
+  time, action, decision, versions, gate table, report and comparison hashes, who, why;
+- an MLflow run in the experiment `<model>-promotions` holding both reports, the comparison and the
+  entry itself;
+- tags on both model versions: `ebmops.promotion.last_*` and one `ebmops.promotion.<audit id>` tag.
+
+Reading the aliases, deciding, moving the alias and appending the entry happen under one exclusive
+file lock, so two promotions started together serialise: one promotes, the other then sees the new
+champion (and records a no-op), and both entries are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from prefect import flow, task
+
+from flows import settings
+
+from flows.ops import audit
+
+from flows.guard import registry
+
+DEFAULT_MODEL_NAME = "ebm-guard"
+DEFAULT_GATES_PATH = Path(__file__).resolve().parents[1] / "pipeline" / "configs" / "gates.yaml"
+IN_DISTRIBUTION_SPLIT = "in_test"
+TAG_PREFIX = "ebmops.promotion"
+ROLLED_BACK_TAG = "ebmops.rolled_back"
+
+PROMOTED, REFUSED, NOOP, ROLLED_BACK = "promoted", "refused", "noop", "rolled_back"
+
+
+class PromotionError(RuntimeError):
+    """A promotion or rollback that cannot be carried out (no challenger, nothing to roll back to...)."""
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    audit_id: str
+    action: str
+    decision: str
+    model_name: str
+    champion_before: str | None
+    champion_after: str | None
+    challenger: str | None
+    message: str
+    comparison_json: str | None
+    report_paths: dict[str, str]
+    mlflow_run_id: str | None
+    entry: dict[str, Any]
+
+    @property
+    def changed(self) -> bool:
+        return self.champion_before != self.champion_after
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- evaluation data ------------------------------------------------------------------------------
+
+
+def resolve_eval_data(data_dir: str | Path | None = None) -> Path:
+    """A folder holding in_test.parquet and ood_*.parquet: `data_dir` itself or its `data/` subfolder
+    (a pipeline run folder), or by default the data of the latest pipeline run."""
+    if data_dir is None:
+        runs = settings.runs_dir()
+        candidates = sorted(
+            (p.parent for p in runs.glob(f"*/data/{IN_DISTRIBUTION_SPLIT}.parquet")),
+            key=lambda p: p.stat().st_mtime,
+        )
+        if not candidates:
+            raise PromotionError(
+                f"no evaluation data: no pipeline run under {runs} has data/{IN_DISTRIBUTION_SPLIT}.parquet; "
+                "pass --data-dir (a folder with in_test.parquet and ood_*.parquet)"
+            )
+        return candidates[-1]
+    path = Path(data_dir).expanduser().resolve()
+    if not (path / f"{IN_DISTRIBUTION_SPLIT}.parquet").exists() and (path / "data" / f"{IN_DISTRIBUTION_SPLIT}.parquet").exists():
+        path = path / "data"
+    if not (path / f"{IN_DISTRIBUTION_SPLIT}.parquet").exists():
+        raise PromotionError(f"{path}: no {IN_DISTRIBUTION_SPLIT}.parquet (need in_test.parquet and ood_*.parquet)")
+    if not list(path.glob("ood_*.parquet")):
+        raise PromotionError(f"{path}: no ood_*.parquet split")
+    return path
+
+
+def eval_splits(data_dir: Path) -> dict[str, Path]:
+    splits = {IN_DISTRIBUTION_SPLIT: data_dir / f"{IN_DISTRIBUTION_SPLIT}.parquet"}
+    splits.update({p.stem: p for p in sorted(data_dir.glob("ood_*.parquet"))})
+    return splits
+
+
+# --- scoring one version ---------------------------------------------------------------------------
+
+
+def evaluate_version(
+    model_name: str, version: str, data_dir: Path, out_path: Path, n_bootstrap: int = 1000, seed: int = 0
+) -> Path:
+    """Score one registered version on the evaluation data; write its EvalReport JSON to out_path."""
+    from evaluation.report import build_report
+    from flows.data.datasets import read_vectors
+    from flows.pipeline.steps import file_fingerprint
+
+    model_uri = f"models:/{model_name}/{version}"
+    detector = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().detector
+    splits = eval_splits(Path(data_dir))
+    features = list(detector.feature_names_in_)
+    scores = {split: detector.score(read_vectors(path, features)) for split, path in splits.items()}
+    report = build_report(
+        scores,
+        in_distribution_split=IN_DISTRIBUTION_SPLIT,
+        ood_splits=[s for s in splits if s != IN_DISTRIBUTION_SPLIT],
+        threshold=detector.threshold_,
+        alpha=detector.alpha_,
+        model_uri=model_uri,
+        dataset_fingerprints={split: file_fingerprint(path) for split, path in splits.items()},
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        data_checks_passed=version_data_checks_passed(model_name, version),
+    )
+    return report.write_json(out_path)
+
+
+def version_data_checks_passed(model_name: str, version: str) -> bool | None:
+    """Whether the training data of a version passed its checks (the run's data_checks artifact)."""
+    run_id = MlflowClient().get_model_version(model_name, version).run_id
+    if not run_id:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path="data_checks/data_checks.json", dst_path=tmp
+            )
+        except Exception:  # no such artifact: not recorded
+            return None
+        try:
+            return bool(json.loads(Path(path).read_text())["success"])
+        except (ValueError, KeyError):
+            return None
+
+
+evaluate_task = task(name="evaluate-version")(evaluate_version)
+
+
+# --- the promote flow ------------------------------------------------------------------------------
+
+
+@flow(name="promote", log_prints=True)
+def promote(
+    model_name: str = DEFAULT_MODEL_NAME,
+    data_dir: str | None = None,
+    gates_path: str | None = None,
+    actor: str | None = None,
+    reason: str = "",
+    n_bootstrap: int = 1000,
+    allow_rolled_back: bool = False,
+    lock_timeout_s: float = 600.0,
+) -> PromotionResult:
+    """Compare challenger with champion on the same current data; move `champion` when every gate passes."""
+    from evaluation.compare import Gates, compare_reports, gate_table
+    from evaluation.report import EvalReport
+
+    settings.configure_torch_threads()
+    registry.configure_tracking()
+    client = MlflowClient()
+    gates_file = Path(gates_path) if gates_path else DEFAULT_GATES_PATH
+    gates = Gates.from_yaml(gates_file)
+    eval_dir = resolve_eval_data(data_dir)
+    who = audit.current_actor(actor)
+
+    with audit.registry_lock(lock_timeout_s):
+        audit_id = audit.new_audit_id()
+        work = audit.audit_dir() / "records" / audit_id
+        work.mkdir(parents=True, exist_ok=True)
+        champion = registry.get_alias_version(model_name, registry.CHAMPION)
+        challenger = registry.get_alias_version(model_name, registry.CHALLENGER)
+        entry: dict[str, Any] = {
+            "audit_id": audit_id,
+            "time": audit.utc_now(),
+            "action": "promote",
+            "model_name": model_name,
+            "champion_before": champion,
+            "challenger": challenger,
+            "actor": who,
+            "reason": reason,
+            "data_dir": str(eval_dir),
+            "data_fingerprints": {},
+            "gates_file": str(gates_file),
+            "gates": gates.to_dict(),
+            "gate_table": [],
+            "reports": {},
+            "comparison_sha256": None,
+        }
+        comparison_path: Path | None = None
+        report_paths: dict[str, str] = {}
+
+        if challenger is None:
+            raise PromotionError(f"model {model_name!r} has no {registry.CHALLENGER!r} alias: nothing to promote")
+        rolled_back = client.get_model_version(model_name, challenger).tags.get(ROLLED_BACK_TAG)
+        if champion == challenger:
+            decision, after = NOOP, champion
+            message = f"version {challenger} is already the champion; nothing to do"
+        elif rolled_back and not allow_rolled_back:
+            decision, after = REFUSED, champion
+            message = (
+                f"version {challenger} was rolled back ({rolled_back}); register a new version, "
+                "or pass allow_rolled_back to reconsider it"
+            )
+        else:
+            roles = {"challenger": challenger} if champion is None else {"champion": champion, "challenger": challenger}
+            for role, version in roles.items():
+                path = evaluate_task(model_name, version, eval_dir, work / f"{role}-v{version}.json", n_bootstrap)
+                report_paths[role] = str(path)
+                entry["reports"][role] = {"version": version, "sha256": audit.sha256_file(path)}
+            entry["data_fingerprints"] = EvalReport.read_json(report_paths["challenger"]).dataset_fingerprints
+            if champion is None:
+                decision, after = PROMOTED, challenger
+                message = f"no champion yet: version {challenger} becomes champion without comparison"
+            else:
+                comparison = compare_reports(
+                    EvalReport.read_json(report_paths["champion"]),
+                    EvalReport.read_json(report_paths["challenger"]),
+                    gates,
+                )
+                comparison_path = comparison.write_json(work / "comparison.json")
+                entry["comparison_sha256"] = audit.sha256_file(comparison_path)
+                entry["gate_table"] = [
+                    {k: row[k] for k in ("gate", "split", "result", "message")} for row in gate_table(comparison)
+                ]
+                if comparison.passed:
+                    decision, after = PROMOTED, challenger
+                    message = f"every gate passed: version {challenger} replaces version {champion} as champion"
+                else:
+                    failed = sorted({v.gate for v in comparison.failed})
+                    decision, after = REFUSED, champion
+                    message = f"gate(s) {', '.join(failed)} failed: version {champion} stays champion"
+
+        if decision == PROMOTED:
+            client.set_registered_model_alias(model_name, registry.CHAMPION, after)
+        entry.update({"decision": decision, "champion_after": after, "message": message})
+        # The log line is written before the MLflow bookkeeping: if that fails, the decision
+        # (and any alias move) is still on record.
+        audit.append_entry(entry)
+        run_id = _log_audit_run(model_name, entry, work)
+        entry["mlflow_run_id"] = run_id
+        _tag_versions(client, model_name, entry, {"champion": champion, "challenger": challenger})
+        (work / "entry.json").write_text(json.dumps(entry, indent=2, sort_keys=True))
+
+    print(f"[{decision}] {message}")
+    return PromotionResult(
+        audit_id=audit_id,
+        action="promote",
+        decision=decision,
+        model_name=model_name,
+        champion_before=champion,
+        champion_after=after,
+        challenger=challenger,
+        message=message,
+        comparison_json=None if comparison_path is None else str(comparison_path),
+        report_paths=report_paths,
+        mlflow_run_id=run_id,
+        entry=entry,
+    )
+
+
+# --- rollback --------------------------------------------------------------------------------------
+
+
+@flow(name="rollback", log_prints=True)
+def rollback(
+    model_name: str = DEFAULT_MODEL_NAME,
+    to_version: str | None = None,
+    actor: str | None = None,
+    reason: str = "",
+    lock_timeout_s: float = 600.0,
+) -> PromotionResult:
+    """Restore the previous champion (from the audit log), or `to_version`; audited like a promotion.
+    The version taken out of service is tagged `ebmops.rolled_back`, so a later `promote` refuses it."""
+    registry.configure_tracking()
+    client = MlflowClient()
+    who = audit.current_actor(actor)
+    with audit.registry_lock(lock_timeout_s):
+        current = registry.get_alias_version(model_name, registry.CHAMPION)
+        if current is None:
+            raise PromotionError(f"model {model_name!r} has no champion to roll back")
+        if to_version is not None:
+            target = str(to_version)
+            client.get_model_version(model_name, target)  # raises when the version does not exist
+        else:
+            stack = audit.champion_stack(audit.read_entries(model_name=model_name))
+            if stack and stack[-1] == current:
+                stack.pop()
+            if not stack:
+                raise PromotionError(
+                    f"the audit log records no champion before version {current}: pass a version to roll back to"
+                )
+            target = stack[-1]
+        if target == current:
+            raise PromotionError(f"version {target} is already the champion")
+        audit_id = audit.new_audit_id()
+        work = audit.audit_dir() / "records" / audit_id
+        work.mkdir(parents=True, exist_ok=True)
+        message = f"rolled back: version {target} replaces version {current} as champion"
+        entry: dict[str, Any] = {
+            "audit_id": audit_id,
+            "time": audit.utc_now(),
+            "action": "rollback",
+            "decision": ROLLED_BACK,
+            "model_name": model_name,
+            "champion_before": current,
+            "champion_after": target,
+            "challenger": registry.get_alias_version(model_name, registry.CHALLENGER),
+            "actor": who,
+            "reason": reason,
+            "gate_table": [],
+            "reports": {},
+            "comparison_sha256": None,
+            "message": message,
+        }
+        client.set_registered_model_alias(model_name, registry.CHAMPION, target)
+        audit.append_entry(entry)  # on record before any MLflow bookkeeping that could fail
+        client.set_model_version_tag(model_name, current, ROLLED_BACK_TAG, f"{entry['time']} by {who} ({audit_id})")
+        run_id = _log_audit_run(model_name, entry, work)
+        entry["mlflow_run_id"] = run_id
+        _tag_versions(client, model_name, entry, {"rolled_back": current, "restored": target})
+        (work / "entry.json").write_text(json.dumps(entry, indent=2, sort_keys=True))
+    print(f"[{ROLLED_BACK}] {message}")
+    return PromotionResult(
+        audit_id=audit_id,
+        action="rollback",
+        decision=ROLLED_BACK,
+        model_name=model_name,
+        champion_before=current,
+        champion_after=target,
+        challenger=entry["challenger"],
+        message=message,
+        comparison_json=None,
+        report_paths={},
+        mlflow_run_id=run_id,
+        entry=entry,
+    )
+
+
+# --- history ---------------------------------------------------------------------------------------
+
+
+def champion_history(model_name: str = DEFAULT_MODEL_NAME) -> list[dict[str, Any]]:
+    """One row per audited decision, oldest first (time, action, decision, champion before/after...)."""
+    rows = []
+    for entry in audit.read_entries(model_name=model_name):
+        failed = sorted({row["gate"] for row in entry.get("gate_table", []) if row.get("result") == "FAIL"})
+        rows.append(
+            {
+                "time": entry["time"],
+                "action": entry["action"],
+                "decision": entry["decision"],
+                "champion_before": entry.get("champion_before"),
+                "champion_after": entry.get("champion_after"),
+                "challenger": entry.get("challenger"),
+                "failed_gates": failed,
+                "actor": entry.get("actor"),
+                "reason": entry.get("reason", ""),
+                "audit_id": entry["audit_id"],
+            }
+        )
+    return rows
+
+
+# --- audit helpers ---------------------------------------------------------------------------------
+
+
+def _log_audit_run(model_name: str, entry: dict[str, Any], work: Path) -> str:
+    """An MLflow run in `<model>-promotions` with the entry, both reports and the comparison."""
+    experiment_id = registry.ensure_experiment(f"{model_name}-promotions")
+    client = MlflowClient()
+    name = (
+        f"rollback v{entry['champion_before']} -> v{entry['champion_after']}"
+        if entry["action"] == "rollback"
+        else f"promote v{entry.get('challenger')} over v{entry.get('champion_before')}: {entry['decision']}"
+    )
+    run = client.create_run(
+        experiment_id,
+        run_name=name,
+        tags={
+            "ebmops.audit.id": entry["audit_id"],
+            "ebmops.audit.action": entry["action"],
+            "ebmops.audit.decision": entry["decision"],
+            "ebmops.audit.actor": str(entry["actor"]),
+            "ebmops.audit.reason": str(entry.get("reason", ""))[:5000],
+            "ebmops.audit.champion_before": str(entry.get("champion_before")),
+            "ebmops.audit.champion_after": str(entry.get("champion_after")),
+            "ebmops.audit.challenger": str(entry.get("challenger")),
+        },
+    )
+    run_id = run.info.run_id
+    staged = work / "mlflow"
+    staged.mkdir(exist_ok=True)
+    (staged / "audit_entry.json").write_text(json.dumps({**entry, "mlflow_run_id": run_id}, indent=2, sort_keys=True))
+    for path in work.glob("*.json"):
+        if path.name != "entry.json":
+            shutil.copy(path, staged / path.name)
+    client.log_artifacts(run_id, str(staged), artifact_path="promotion")
+    passed = [r for r in entry.get("gate_table", []) if r["result"] == "PASS"]
+    if entry.get("gate_table"):
+        client.log_metric(run_id, "gates_passed", float(len(passed)))
+        client.log_metric(run_id, "gates_total", float(len(entry["gate_table"])))
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def _tag_versions(client: MlflowClient, model_name: str, entry: dict[str, Any], roles: dict[str, str | None]) -> None:
+    for role, version in roles.items():
+        if version is None:
+            continue
+        report_hash = (entry.get("reports", {}).get(role) or {}).get("sha256", "")
+        summary = {
+            "time": entry["time"],
+            "action": entry["action"],
+            "decision": entry["decision"],
+            "role": role,
+            "report_sha256": report_hash,
+            "comparison_sha256": entry.get("comparison_sha256"),
+            "champion_after": entry.get("champion_after"),
+        }
+        tags = {
+            f"{TAG_PREFIX}.last_time": entry["time"],
+            f"{TAG_PREFIX}.last_action": entry["action"],
+            f"{TAG_PREFIX}.last_decision": entry["decision"],
+            f"{TAG_PREFIX}.last_role": role,
+            f"{TAG_PREFIX}.last_report_sha256": report_hash,
+            f"{TAG_PREFIX}.last_audit_id": entry["audit_id"],
+            f"{TAG_PREFIX}.{entry['audit_id']}": json.dumps(summary, sort_keys=True),
+        }
+        for key, value in tags.items():
+            client.set_model_version_tag(model_name, version, key, str(value))

@@ -1,0 +1,326 @@
+"""The pipeline's steps as plain functions. Each Prefect task wraps one of these; each is tested
+without Prefect. Steps exchange paths, never large objects."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ebm_core import DetectorConfig, EnergyDetector
+from evaluation.json_io import write_text_atomic
+from evaluation.report import EvalReport, build_report
+from flows.guard import registry
+from flows.pipeline.config import PipelineConfig
+from flows.data.datasets import (
+    DIGITS_OOD_SPLITS,
+    DIGITS_PIXEL_MAX,
+    IN_DISTRIBUTION_SPLITS,
+    LABEL_COLUMN,
+    pixel_columns,
+    prepare_digits,
+    read_vectors,
+)
+
+DATA_CHECK_FILE = "data_checks.json"
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    split_paths: dict[str, str]
+    feature_columns: tuple[str, ...]
+    ood_splits: tuple[str, ...]
+    value_range: tuple[float, float] | None
+    allowed_labels: tuple[int, ...] | None
+    fingerprints: dict[str, str]
+
+    def path(self, split: str) -> Path:
+        return Path(self.split_paths[split])
+
+
+class DataCheckFailed(ValueError):
+    """One or more splits failed their data checks; the run stops before training."""
+
+    def __init__(self, results: list, result_path: Path):
+        self.results = results
+        self.result_path = result_path
+        lines = [f"data checks failed (full result: {result_path}):"]
+        for result in results:
+            lines.append(f"- {result.dataset_name}:")
+            lines.extend(f"    {line}" for line in result.summary().splitlines())
+        super().__init__("\n".join(lines))
+
+    def __reduce__(self):  # Prefect may pickle a task's exception
+        return (type(self), (self.results, self.result_path))
+
+
+@dataclass(frozen=True)
+class EvaluationOutputs:
+    report_json: Path
+    report_html: Path
+    metrics: dict[str, float]
+
+
+def load_data(config: PipelineConfig, run_dir: Path, data_dir: Path | None = None) -> PreparedData:
+    """Digits splits written for this run, or `<split>.parquet` files a user prepared in `data_dir`
+    (train, calibration, in_test, one or more ood_*; optionally outliers for margin training)."""
+    if data_dir is None:
+        split_paths = prepare_digits(config.data, Path(run_dir) / "data", seed=config.seed)
+        feature_columns = tuple(pixel_columns())
+        value_range, ood_splits = (0.0, DIGITS_PIXEL_MAX), DIGITS_OOD_SPLITS
+        allowed_labels = tuple(int(d) for d in config.data.in_distribution_digits)
+    else:
+        data_dir = Path(data_dir)
+        split_paths = {p.stem: p for p in sorted(data_dir.glob("*.parquet"))}
+        missing = [s for s in IN_DISTRIBUTION_SPLITS if s not in split_paths]
+        if missing:
+            raise FileNotFoundError(
+                f"{data_dir}: missing {', '.join(f'{s}.parquet' for s in missing)} "
+                f"(need {', '.join(IN_DISTRIBUTION_SPLITS)}; OOD sets are files named ood_*.parquet)"
+            )
+        ood_splits = tuple(s for s in split_paths if s.startswith("ood_"))
+        if not ood_splits:
+            raise FileNotFoundError(f"{data_dir}: no OOD set (files named ood_*.parquet)")
+        train = pd.read_parquet(split_paths["train"])
+        feature_columns = tuple(
+            c for c in train.columns if c != LABEL_COLUMN and pd.api.types.is_numeric_dtype(train[c])
+        )
+        value_range = None
+        allowed_labels = None
+        if LABEL_COLUMN in train.columns:
+            allowed_labels = tuple(sorted(train[LABEL_COLUMN].dropna().unique().tolist()))
+    return PreparedData(
+        split_paths={k: str(v) for k, v in split_paths.items()},
+        feature_columns=feature_columns,
+        ood_splits=ood_splits,
+        value_range=value_range,
+        allowed_labels=allowed_labels,
+        fingerprints={split: file_fingerprint(path) for split, path in split_paths.items()},
+    )
+
+
+def validate_data(data: PreparedData, run_dir: Path) -> Path:
+    """Run the Great Expectations checks on every split; write the result; raise if any failed."""
+    from flows.data.data_checks import VectorDatasetSpec, check_vector_dataset
+
+    results = {}
+    for split, path in data.split_paths.items():
+        frame = pd.read_parquet(path)
+        spec = VectorDatasetSpec(
+            feature_columns=data.feature_columns,
+            min_rows=50 if split == "train" else 10,
+            value_range=data.value_range,
+            label_column=LABEL_COLUMN if LABEL_COLUMN in frame.columns else None,
+            allowed_labels=data.allowed_labels if split in IN_DISTRIBUTION_SPLITS else None,
+        )
+        results[split] = check_vector_dataset(frame, spec, dataset_name=f"{split} ({Path(path).name})")
+    out_path = Path(run_dir) / DATA_CHECK_FILE
+    write_text_atomic(
+        out_path,
+        json.dumps(
+            {
+                "success": all(r.success for r in results.values()),
+                "splits": {split: r.to_dict() for split, r in results.items()},
+            },
+            indent=2,
+        )
+    )
+    failed = [r for r in results.values() if not r.success]
+    if failed:
+        raise DataCheckFailed(failed, out_path)
+    return out_path
+
+
+def train_detector(
+    data: PreparedData, detector_config: DetectorConfig, seed: int, out_dir: Path, progress: bool = True
+) -> Path:
+    train = pd.read_parquet(data.path("train"))
+    x_train = train[list(data.feature_columns)].to_numpy(dtype=np.float64)
+    labels = train[LABEL_COLUMN].to_numpy() if LABEL_COLUMN in train.columns else None
+    callbacks = (TqdmProgress(f"training ({detector_config.objective})"),) if progress else ()
+    outliers = None
+    if "outliers" in data.split_paths and detector_config.objective == "margin":
+        outliers = read_vectors(data.path("outliers"), list(data.feature_columns))
+    detector = EnergyDetector(detector_config).fit(
+        x_train,
+        y_train=labels,
+        outliers=outliers,
+        seed=seed,
+        feature_names=list(data.feature_columns),
+        callbacks=callbacks,
+    )
+    for callback in callbacks:
+        callback.close()
+    return detector.save(out_dir)
+
+
+def calibrate_detector(detector_dir: Path, data: PreparedData, alpha: float) -> Path:
+    detector = EnergyDetector.load(detector_dir)
+    x_cal = read_vectors(data.path("calibration"), list(data.feature_columns))
+    return detector.calibrate(x_cal, alpha=alpha).save(detector_dir)
+
+
+def evaluate_detector(
+    detector_dir: Path, data: PreparedData, config: PipelineConfig, run_dir: Path, timings: dict[str, float]
+) -> EvaluationOutputs:
+    """Score every split, run the baselines on the same features, and write the report (JSON + HTML).
+
+    The baselines are fitted on the train split (with its `label` column when there is one, so the
+    classifier baselines run too) and scored on the held-out in-distribution split and every OOD
+    split. OOD splits whose names contain "noise", "inverted" or "far" are far OOD, the others near.
+    """
+    from evaluation.baselines import run_baselines
+    from evaluation.html_report import write_html
+
+    started = time.perf_counter()
+    features = list(data.feature_columns)
+    detector = EnergyDetector.load(detector_dir)
+    split_features = {
+        split: read_vectors(path, features)
+        for split, path in data.split_paths.items()
+        if split not in ("train", "outliers")  # outliers trained the margin objective: not evaluation data
+    }
+    split_scores = {split: detector.score(x) for split, x in split_features.items()}
+    score_seconds = time.perf_counter() - started
+
+    baselines_started = time.perf_counter()
+    train_frame = pd.read_parquet(data.path("train"))
+    x_train = train_frame[features].to_numpy(dtype=np.float64)
+    y_train = None
+    if LABEL_COLUMN in train_frame.columns:
+        labels = train_frame[LABEL_COLUMN]
+        if labels.notna().all() and labels.nunique() >= 2:
+            y_train = labels.to_numpy()
+    baselines = run_baselines(x_train, y_train, split_features, "in_test", list(data.ood_splits))
+    baselines_seconds = time.perf_counter() - baselines_started
+
+    history = json.loads((Path(detector_dir) / "detector.json").read_text()).get("history") or {}
+    training_curve = None
+    if history.get("steps"):
+        training_curve = {"step": history["steps"], "loss": history["loss"], **history["stats"]}
+    data_check_path = Path(run_dir) / DATA_CHECK_FILE
+    data_checks_passed = (
+        bool(json.loads(data_check_path.read_text())["success"]) if data_check_path.exists() else None
+    )
+    timings = {
+        **timings,
+        "score_seconds": score_seconds,
+        "baselines_seconds": baselines_seconds,
+        "evaluate_seconds": time.perf_counter() - started,
+    }
+    report = build_report(
+        split_scores,
+        in_distribution_split="in_test",
+        ood_splits=list(data.ood_splits),
+        threshold=detector.threshold_,
+        alpha=detector.alpha_,
+        model_uri=Path(detector_dir).resolve().as_uri(),
+        config=config.to_dict(),
+        training_curve=training_curve,
+        dataset_fingerprints=data.fingerprints,
+        timings=timings,
+        calibration_split="calibration",
+        baselines=baselines,
+        seed=config.seed,
+        data_checks_passed=data_checks_passed,
+        device=config.detector.device,
+    )
+    report_json = report.write_json(Path(run_dir) / "report.json")
+    report_html = write_html(report, Path(run_dir) / "report.html")
+    metrics = report_metrics(report)
+    for split, cis in report.metric_cis.items():
+        for name in ("auroc", "fpr95"):
+            metrics[f"{split}.{name}_ci_low"] = cis[name].low
+            metrics[f"{split}.{name}_ci_high"] = cis[name].high
+        metrics[f"{split}.detection_error"] = cis["detection_error"].estimate
+    if report.baselines is not None:
+        metrics.update({f"{split}.ebm_auroc_rank": float(rank) for split, rank in report.baselines.ebm_rank.items()})
+    return EvaluationOutputs(report_json, report_html, metrics)
+
+
+def register_model(
+    config: PipelineConfig,
+    data: PreparedData,
+    detector_dir: Path,
+    evaluation_outputs: EvaluationOutputs,
+    data_check_path: Path,
+) -> registry.RegisteredVersion:
+    if config.featurizer is not None:
+        write_featurizer(detector_dir, config.featurizer)
+    return registry.log_and_register(
+        experiment_name=config.experiment_name,
+        model_name=config.model_name,
+        params=config.to_params(),
+        metrics=evaluation_outputs.metrics,
+        artifacts={
+            "report": evaluation_outputs.report_json,
+            "report_html": evaluation_outputs.report_html,
+            "data_checks": data_check_path,
+        },
+        detector_dir=detector_dir,
+        feature_names=list(data.feature_columns),
+        accepts_text=config.featurizer is not None,
+        tags={f"fingerprint.{k}": v for k, v in data.fingerprints.items()},
+        step_metrics=training_step_metrics(detector_dir),
+    )
+
+
+def write_featurizer(detector_dir: Path, featurizer: str) -> Path:
+    """Record which text embedder produced the features, so the served guard embeds raw text too."""
+    from flows.guard.pyfunc import FEATURIZER_FILE, KNOWN_FEATURIZERS
+
+    if featurizer not in KNOWN_FEATURIZERS:
+        raise ValueError(f"unknown featurizer {featurizer!r}; known: {sorted(KNOWN_FEATURIZERS)}")
+    path = Path(detector_dir) / FEATURIZER_FILE
+    write_text_atomic(path, json.dumps({"name": featurizer, "model_id": KNOWN_FEATURIZERS[featurizer]}))
+    return path
+
+
+def training_step_metrics(detector_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    history = json.loads((Path(detector_dir) / "detector.json").read_text()).get("history") or {}
+    steps = history.get("steps", [])
+    series = {"loss": history.get("loss", []), **history.get("stats", {})}
+    return {name: list(zip(steps, values)) for name, values in series.items() if len(values) == len(steps)}
+
+
+def report_metrics(report: EvalReport) -> dict[str, float]:
+    metrics = {"realised_fpr": report.realised_fpr, "threshold": report.threshold, "alpha": report.alpha}
+    for split, m in report.ood_metrics.items():
+        metrics.update({f"{split}.auroc": m.auroc, f"{split}.fpr95": m.fpr95, f"{split}.aupr_out": m.aupr_out})
+    return metrics
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """sha256 of the file's bytes: two runs on the same data carry the same fingerprint."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()}"
+
+
+class TqdmProgress:
+    """Training callback: a progress bar with the latest loss and energies."""
+
+    def __init__(self, description: str):
+        self.description = description
+        self.bar = None
+
+    def __call__(self, step: int, n_steps: int, metrics: dict[str, float]) -> None:
+        from tqdm.auto import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=n_steps, desc=self.description, unit="step", leave=False)
+        self.bar.update(step - self.bar.n)
+        self.bar.set_postfix(
+            {k: f"{metrics[k]:.3g}" for k in ("loss", "e_pos", "e_neg") if k in metrics}, refresh=False
+        )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

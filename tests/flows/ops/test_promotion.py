@@ -1,0 +1,208 @@
+"""Promotion, rollback and history on a real (sqlite) MLflow registry under Prefect's test harness.
+
+Versions: v1 weakly trained (champion by default), v2 well trained, v3 barely trained. v2 passes the
+gates against v1; v3 is refused against v2; a rollback restores v1. Two promotions started together
+in separate processes leave one champion and two complete audit entries.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from flows.ops import audit
+
+from flows.guard import registry
+from flows.ops.promotion import ROLLED_BACK_TAG, champion_history, promote, rollback
+from tests.flows.guard_factory import prepare_data, register_version
+
+REPO = Path(__file__).resolve().parents[3]
+MODEL = "ebm-guard"
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory):
+    home = tmp_path_factory.mktemp("promotion-home")
+    work = tmp_path_factory.mktemp("promotion-work")
+    gates = yaml.safe_load((REPO / "flows" / "configs" / "gates.yaml").read_text())
+    gates["bootstrap"]["n_resamples"] = 200  # quicker; the default file's gates otherwise
+    gates_path = work / "gates.yaml"
+    gates_path.write_text(yaml.safe_dump(gates))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EBMOPS_HOME", str(home))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        registry.configure_tracking()
+        data, data_check = prepare_data(work)
+        register_version(data, data_check, work, n_steps=10)
+        register_version(data, data_check, work, n_steps=200)
+        common = dict(data_dir=str(work / "data"), gates_path=str(gates_path), n_bootstrap=200)
+        passed = promote(actor="alice", reason="nightly model is better", **common)
+        register_version(data, data_check, work, n_steps=3, seed=1)
+        refused = promote(actor="bob", reason="try the quick one", **common)
+        rolled = rollback(actor="carol", reason="v2 misbehaves in production")
+        yield {
+            "home": home, "work": work, "data": data, "data_check": data_check, "common": common,
+            "passed": passed, "refused": refused, "rolled": rolled,
+        }
+
+
+def test_passing_promotion_moves_champion_and_is_audited(scenario):
+    result = scenario["passed"]
+    assert (result.decision, result.champion_before, result.champion_after) == ("promoted", "1", "2")
+    entry = audit.read_entries(model_name=MODEL)[0]
+    assert entry["decision"] == "promoted" and entry["actor"] == "alice" and entry["reason"] == "nightly model is better"
+    assert {row["result"] for row in entry["gate_table"]} == {"PASS"}
+    assert {row["gate"] for row in entry["gate_table"]} == {"auroc", "fpr95", "realised_fpr", "data_checks"}
+    # report hashes are those of the stored reports, which scored the same data (same fingerprints)
+    for role in ("champion", "challenger"):
+        assert entry["reports"][role]["sha256"] == audit.sha256_file(result.report_paths[role])
+    reports = [json.loads(Path(p).read_text()) for p in result.report_paths.values()]
+    assert reports[0]["dataset_fingerprints"] == reports[1]["dataset_fingerprints"] == entry["data_fingerprints"]
+    assert entry["comparison_sha256"] == audit.sha256_file(result.comparison_json)
+    client = MlflowClient()
+    for version, role in (("1", "champion"), ("2", "challenger")):
+        tags = client.get_model_version(MODEL, version).tags
+        assert tags[f"ebmops.promotion.{entry['audit_id']}"]
+        summary = json.loads(tags[f"ebmops.promotion.{entry['audit_id']}"])
+        assert summary["decision"] == "promoted" and summary["role"] == role
+        assert summary["report_sha256"] == entry["reports"][role]["sha256"]
+    artifacts = {a.path for a in client.list_artifacts(result.mlflow_run_id, "promotion")}
+    assert {"promotion/audit_entry.json", "promotion/comparison.json", "promotion/champion-v1.json",
+            "promotion/challenger-v2.json"} <= artifacts
+    assert client.get_run(result.mlflow_run_id).data.tags["ebmops.audit.decision"] == "promoted"
+
+
+def test_refused_promotion_keeps_champion(scenario):
+    result = scenario["refused"]
+    assert (result.decision, result.champion_before, result.champion_after, result.challenger) == ("refused", "2", "2", "3")
+    entry = audit.read_entries(model_name=MODEL)[1]
+    failed = {row["gate"] for row in entry["gate_table"] if row["result"] == "FAIL"}
+    assert "auroc" in failed
+    assert "failed" in entry["message"]
+    assert MlflowClient().get_model_version(MODEL, "3").tags["ebmops.promotion.last_decision"] == "refused"
+
+
+def test_rollback_restores_previous_champion_and_history_shows_it(scenario):
+    result = scenario["rolled"]
+    assert (result.decision, result.champion_before, result.champion_after) == ("rolled_back", "2", "1")
+    assert registry.get_alias_version(MODEL, "champion") == "1"
+    client = MlflowClient()
+    assert "carol" in client.get_model_version(MODEL, "2").tags[ROLLED_BACK_TAG]
+    history = champion_history(MODEL)
+    assert [(h["action"], h["decision"], h["champion_before"], h["champion_after"]) for h in history[:3]] == [
+        ("promote", "promoted", "1", "2"),
+        ("promote", "refused", "2", "2"),
+        ("rollback", "rolled_back", "2", "1"),
+    ]
+    assert history[2]["reason"] == "v2 misbehaves in production"
+    assert audit.champion_stack(audit.read_entries(model_name=MODEL)) == ["1"]
+
+
+def test_rolled_back_version_is_refused_without_override(scenario):
+    MlflowClient().set_registered_model_alias(MODEL, "challenger", "2")
+    result = promote(actor="dave", reason="retry", **scenario["common"])
+    assert result.decision == "refused" and "rolled back" in result.message
+    assert registry.get_alias_version(MODEL, "champion") == "1"
+
+
+def test_two_promotions_in_parallel_processes_leave_one_champion_and_two_entries(scenario, tmp_path):
+    from prefect.settings import PREFECT_API_URL
+
+    client = MlflowClient()
+    client.set_registered_model_alias(MODEL, "champion", "1")
+    client.set_registered_model_alias(MODEL, "challenger", "2")
+    n_before = len(audit.read_entries())
+    start_at = time.time() + 12  # both processes import first, then start together
+    script = (
+        "import sys, time, torch; torch.set_num_threads(1)\n"
+        "from flows.ops.promotion import promote\n"
+        "start_at, name, data_dir, gates = float(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]\n"
+        "time.sleep(max(0.0, start_at - time.time()))\n"
+        "r = promote(data_dir=data_dir, gates_path=gates, n_bootstrap=200, actor=name, reason='race',"
+        " allow_rolled_back=True)\n"
+        "print('RESULT', r.decision, r.champion_after)\n"
+    )
+    env = {
+        **os.environ,
+        "EBMOPS_HOME": str(scenario["home"]),
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "PYTHONPATH": str(REPO),
+        "EBMOPS_TORCH_THREADS": "1",
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    common = scenario["common"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(start_at), name, common["data_dir"], common["gates_path"]],
+            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for name in ("proc-a", "proc-b")
+    ]
+    outputs = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=240)
+        outputs.append(out)
+        assert proc.returncode == 0, out[-3000:]
+    results = sorted(line.split()[1:] for out in outputs for line in out.splitlines() if line.startswith("RESULT"))
+    assert results == [["noop", "2"], ["promoted", "2"]]
+    entries = audit.read_entries()[n_before:]
+    assert len(entries) == 2
+    assert sorted(e["actor"] for e in entries) == ["proc-a", "proc-b"]
+    assert [e["decision"] for e in entries] == ["promoted", "noop"]  # serialised: the second saw the new champion
+    assert entries[1]["champion_before"] == "2"
+    assert registry.get_alias_version(MODEL, "champion") == "2"
+    # every line of the log is one complete JSON document
+    lines = audit.audit_log_path().read_text().splitlines()
+    assert all(json.loads(line)["audit_id"] for line in lines)
+
+
+def test_registry_lock_is_exclusive(ebmops_home):
+    with audit.registry_lock():
+        errors = []
+
+        def contender():
+            try:
+                with audit.registry_lock(timeout_s=0.3):
+                    pass
+            except audit.RegistryLockTimeout as error:
+                errors.append(error)
+
+        thread = threading.Thread(target=contender)
+        thread.start()
+        thread.join(timeout=10)
+    assert len(errors) == 1 and "registry.lock" in str(errors[0])
+    with audit.registry_lock(timeout_s=1):  # released afterwards
+        pass
+
+
+def test_champion_stack_replays_promotions_and_rollbacks():
+    entries = [
+        {"action": "promote", "champion_before": "1", "champion_after": "2"},
+        {"action": "promote", "champion_before": "2", "champion_after": "2"},
+        {"action": "promote", "champion_before": "2", "champion_after": "3"},
+        {"action": "rollback", "champion_before": "3", "champion_after": "2"},
+        {"action": "rollback", "champion_before": "2", "champion_after": "1"},
+        {"action": "promote", "champion_before": "1", "champion_after": "4"},
+    ]
+    assert audit.champion_stack(entries[:3]) == ["1", "2", "3"]
+    assert audit.champion_stack(entries[:4]) == ["1", "2"]
+    assert audit.champion_stack(entries) == ["1", "4"]
+
+
+def test_a_torn_last_audit_line_is_skipped_but_a_corrupt_middle_line_raises(tmp_path):
+    from flows.ops import audit
+
+    log = tmp_path / "promotions.jsonl"
+    log.write_text('{"model_name": "m", "n": 1}\n{"model_name": "m", "n": 2}\n{"model_name": "m", "n"')
+    with pytest.warns(UserWarning, match="unterminated"):
+        assert [e["n"] for e in audit.read_entries(log)] == [1, 2]
+    log.write_text('{"model_name": "m", "n": 1}\nnot json\n{"model_name": "m", "n": 3}\n')
+    with pytest.raises(ValueError, match=":2: not a valid audit entry"):
+        audit.read_entries(log)
