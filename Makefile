@@ -8,13 +8,14 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.ebmops-installed
 TORCH_VERSION := 2.13.0
 
-.PHONY: install demo test lock clean help
+.PHONY: install demo test test-fast lock clean help
 
 help:
-	@echo "make demo    - create .venv if missing, install, run 'ebmops demo' (no server needed)"
-	@echo "make test    - same venv, run the test suite"
-	@echo "make lock    - refresh constraints.txt from the current venv"
-	@echo "make clean   - remove .venv and ./.ebmops"
+	@echo "make demo      - create .venv if missing, install, run 'ebmops demo' (no server needed)"
+	@echo "make test      - same venv, run the whole test suite (servers and slow tests included)"
+	@echo "make test-fast - the suite without the slow and server tests (pytest -m 'not slow and not server')"
+	@echo "make lock      - refresh constraints.txt from the current venv"
+	@echo "make clean     - remove .venv and ./.ebmops"
 
 install: $(INSTALLED)
 
@@ -30,6 +31,10 @@ demo: $(INSTALLED)
 
 test: $(INSTALLED)
 	$(PY) -m pytest
+
+# Markers (pyproject.toml): `slow` = more than about 5 s, `server` = starts a real server or browser.
+test-fast: $(INSTALLED)
+	$(PY) -m pytest -m "not slow and not server"
 
 lock:
 	$(PY) -m pip freeze --exclude-editable | grep -v -i '^ebmops' > constraints.txt

@@ -36,7 +36,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evaluation.monitoring import SequentialDetector, conformal_p_values  # noqa: E402
+from ebm_core.calibration import conformal_p_values  # noqa: E402
+from evaluation.monitoring import SequentialDetector  # noqa: E402
 
 
 def load_embeddings(cache_dir: Path, clinc_path: Path | None):

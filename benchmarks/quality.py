@@ -31,16 +31,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ebm_core.composed_detector import (  # noqa: E402
+from ebm_core import (  # noqa: E402
+    CEConfig,
     ComposedDetector,
-    CrossEntropyObjective,
+    DetectorConfig,
+    DSMConfig,
+    EnergyDetector,
+    JEMConfig,
     KernelDensityDetector,
-    fit_with_objective,
-    set_temperature,
+    LangevinSampler,
+    MarginConfig,
+    TrainConfig,
 )
-from ebm_core.detector import DetectorConfig, EnergyDetector  # noqa: E402
-from ebm_core.samplers.langevin import LangevinSampler  # noqa: E402
-from ebm_core.training import TrainConfig  # noqa: E402
 from evaluation.baselines import default_baselines, run_baselines  # noqa: E402
 from evaluation.bootstrap import bootstrap_cis  # noqa: E402
 from evaluation.metrics import auroc  # noqa: E402
@@ -55,9 +57,9 @@ TEMPERATURES = (0.25, 0.5, 1.0, 2.0, 5.0)  # classifier energies are re-read at 
 
 
 def load_clinc(data_path: str | None) -> dict:
-    from flows.featurize import EmbeddingCache, TextEmbedder, embed_with_cache
+    from flows.data.featurize import EmbeddingCache, TextEmbedder, embed_with_cache
     from flows.settings import ebmops_home
-    from flows.text_data import default_clinc150_path, load_clinc150
+    from flows.data.text_data import default_clinc150_path, load_clinc150
 
     frames = load_clinc150(data_path or default_clinc150_path())
     cache = EmbeddingCache(ebmops_home() / "embeddings")
@@ -117,7 +119,7 @@ def train_cfg(steps: int, quick: bool, batch_size: int = 256, lr: float = 1e-3, 
 def temperature_candidates(settings: dict, detector, seconds: float):
     """One trained classifier energy, read at several temperatures (selection is free)."""
     for t in TEMPERATURES:
-        yield {**settings, "temperature": t}, (lambda d=detector, t=t: set_temperature(d, t)), seconds
+        yield {**settings, "temperature": t}, (lambda d=detector, t=t: d.set_score_temperature(t)), seconds
 
 
 def label_free(data, budget):
@@ -129,7 +131,7 @@ def label_free(data, budget):
 
 def label_free_trained(data, budget):
     for sigmas in ((0.5,), (1.0,)):
-        cfg = DetectorConfig(objective="dsm", hidden_dims=(256,), dsm_sigmas=sigmas, train=train_cfg(budget["dsm"], budget["quick"]))
+        cfg = DetectorConfig(objective=DSMConfig(sigmas=sigmas), hidden_dims=(256,), train=train_cfg(budget["dsm"], budget["quick"]))
         start = time.perf_counter()
         det = EnergyDetector(cfg).fit(data["x_train"], seed=0)
         yield {"objective": "dsm", "hidden_dims": [256], "dsm_sigmas": list(sigmas), "n_steps": cfg.train.n_steps}, det, time.perf_counter() - start
@@ -137,10 +139,9 @@ def label_free_trained(data, budget):
 
 def classifier_ce(data, budget):
     for wd in (0.0, 1e-3):
-        cfg = DetectorConfig(objective="margin", hidden_dims=(512,), train=train_cfg(budget["clf"], budget["quick"], wd=wd))
+        cfg = DetectorConfig(objective=CEConfig(), hidden_dims=(512,), train=train_cfg(budget["clf"], budget["quick"], wd=wd))
         start = time.perf_counter()
-        det = fit_with_objective(EnergyDetector(cfg), data["x_train"], data["y_train"],
-                                 lambda x_std, g: CrossEntropyObjective(), seed=0)
+        det = EnergyDetector(cfg).fit(data["x_train"], data["y_train"], seed=0)
         seconds = time.perf_counter() - start
         settings = {"objective": "cross_entropy", "hidden_dims": [512], "weight_decay": wd, "n_steps": cfg.train.n_steps}
         for s, make, sec in temperature_candidates(settings, det, seconds):
@@ -149,7 +150,7 @@ def classifier_ce(data, budget):
 
 def jem(data, budget):
     sampler = LangevinSampler(step_size=0.01, noise_scale=0.01, n_steps=10, grad_clip=None)
-    cfg = DetectorConfig(objective="jem", hidden_dims=(512,), sampler=sampler, energy_l2=0.01,
+    cfg = DetectorConfig(objective=JEMConfig(energy_l2=0.01), hidden_dims=(512,), sampler=sampler,
                          train=train_cfg(budget["jem"], budget["quick"], batch_size=128))
     start = time.perf_counter()
     det = EnergyDetector(cfg).fit(data["x_train"], data["y_train"], seed=0)
@@ -160,7 +161,7 @@ def jem(data, budget):
 
 def margin(data, budget):
     for m_in, m_out in ((-8.0, -2.0), (-1.0, 1.0)):
-        cfg = DetectorConfig(objective="margin", hidden_dims=(512,), margin_in=m_in, margin_out=m_out,
+        cfg = DetectorConfig(objective=MarginConfig(m_in=m_in, m_out=m_out), hidden_dims=(512,),
                              train=train_cfg(budget["clf"], budget["quick"]))
         start = time.perf_counter()
         det = EnergyDetector(cfg).fit(data["x_train"], data["y_train"], outliers=data["outliers"], seed=0)
@@ -190,7 +191,7 @@ def select(name, candidates, data):
             best = (dict(settings), det, seconds, value)
     settings, det, seconds, value = best
     if "temperature" in settings and hasattr(det, "energy_kind_"):
-        set_temperature(det, settings["temperature"])  # the object may have been re-read since
+        det.set_score_temperature(settings["temperature"])  # the object may have been re-read since
     print(f"  [{name}] selected {settings} (val AUROC {value:.4f}; selection took {time.perf_counter() - t0:.1f} s)")
     return best
 

@@ -1,18 +1,29 @@
-"""ebm_core: energy functions, objectives, samplers, the training loop and the detector.
+"""ebm_core: detectors, energy functions, objectives, samplers, the training loop.
 
-Imports only torch and numpy. Sign rule: energy is low for in-distribution inputs; the OOD score is
-the energy (higher = more OOD).
+Imports only torch and numpy (and safetensors for weights). Sign rule: energy is low for
+in-distribution inputs; the OOD score is the energy (higher = more OOD).
 """
 
 from ebm_core.calibration import conformal_p_values, conformal_threshold
 from ebm_core.checkpoint import load_checkpoint, save_checkpoint
-from ebm_core.composition import TemperedEnergy, WeightedSumEnergy
-from ebm_core.detector import DetectorConfig, EnergyDetector
+from ebm_core.composition import WeightedSumEnergy
+from ebm_core.detectors import (
+    DETECTOR_KINDS,
+    ComposedDetector,
+    ContrastiveHeadConfig,
+    ContrastiveHeadDetector,
+    Detector,
+    DetectorConfig,
+    EnergyDetector,
+    KernelDensityDetector,
+    load_detector,
+)
 from ebm_core.energies import (
     ClassifierEnergy,
     ClassifierEnergyConfig,
     EnergyFunction,
     GaussianEnergy,
+    KernelDensityEnergy,
     MixtureOfGaussiansEnergy,
     MLPEnergy,
     MLPEnergyConfig,
@@ -20,28 +31,49 @@ from ebm_core.energies import (
 )
 from ebm_core.errors import NonFiniteError, NonFiniteLossError, NotCalibratedError, NotFittedError, ShapeError
 from ebm_core.objectives import (
+    OBJECTIVES,
+    CDConfig,
+    CDKConfig,
+    CEConfig,
     ContrastiveDivergence,
+    CrossEntropyObjective,
     DenoisingScoreMatching,
+    DSMConfig,
     EnergyMarginObjective,
     GaussianNoise,
+    JEMConfig,
     JEMHybrid,
     LabelledBatch,
+    MarginConfig,
+    NCEConfig,
     NoiseContrastiveEstimation,
+    ObjectiveConfig,
     ObjectiveOutput,
     PersistentContrastiveDivergence,
     SlicedScoreMatching,
+    SSMConfig,
+    objective_config,
 )
-from ebm_core.recipes import OBJECTIVES
 from ebm_core.replay_buffer import ReplayBuffer
-from ebm_core.samplers import HMCSampler, LangevinSampler, MALASampler, SamplerOutput
+from ebm_core.samplers import SAMPLERS, HMCSampler, LangevinSampler, MALASampler, Sampler, SamplerOutput, sampler_config
 from ebm_core.stability import DivergenceError, ExponentialMovingAverage
 from ebm_core.training import TrainConfig, TrainingHistory, train_energy
 
 __all__ = [
+    "CDConfig",
+    "CDKConfig",
+    "CEConfig",
     "ClassifierEnergy",
     "ClassifierEnergyConfig",
+    "ComposedDetector",
+    "ContrastiveHeadConfig",
+    "ContrastiveHeadDetector",
     "ContrastiveDivergence",
+    "CrossEntropyObjective",
+    "DETECTOR_KINDS",
+    "DSMConfig",
     "DenoisingScoreMatching",
+    "Detector",
     "DetectorConfig",
     "DivergenceError",
     "EnergyDetector",
@@ -51,33 +83,44 @@ __all__ = [
     "GaussianEnergy",
     "GaussianNoise",
     "HMCSampler",
+    "JEMConfig",
     "JEMHybrid",
+    "KernelDensityDetector",
+    "KernelDensityEnergy",
     "LabelledBatch",
     "LangevinSampler",
     "MALASampler",
     "MLPEnergy",
     "MLPEnergyConfig",
+    "MarginConfig",
     "MixtureOfGaussiansEnergy",
+    "NCEConfig",
     "NoiseContrastiveEstimation",
     "NonFiniteError",
     "NonFiniteLossError",
     "NotCalibratedError",
     "NotFittedError",
     "OBJECTIVES",
+    "ObjectiveConfig",
     "ObjectiveOutput",
     "PersistentContrastiveDivergence",
     "QuadraticEnergy",
     "ReplayBuffer",
+    "SAMPLERS",
+    "SSMConfig",
+    "Sampler",
     "SamplerOutput",
     "ShapeError",
     "SlicedScoreMatching",
-    "TemperedEnergy",
     "TrainConfig",
     "TrainingHistory",
     "WeightedSumEnergy",
     "conformal_p_values",
     "conformal_threshold",
     "load_checkpoint",
+    "load_detector",
+    "objective_config",
+    "sampler_config",
     "save_checkpoint",
     "train_energy",
 ]

@@ -1,11 +1,14 @@
-"""Evaluation of energy-based OOD guards: metrics, reports (JSON/Markdown/HTML), report comparison.
+"""Evaluation of energy-based OOD guards: statistics and schemas. Metrics, calibration and monitoring
+statistics, baselines, the report schema (`EvalReport`, `build_report`), report comparison and gates
+(`evaluation.compare`: `compare_reports`, `Gates`), and file helpers (`evaluation.files`: atomic
+writes, file hashes). Rendering (HTML pages, figures, Markdown, terminal tables) is `evaluation.render`,
+which imports these modules and is imported by none of them.
 
 Convention everywhere: the score is the energy, higher = more OOD, OOD is the positive class.
 
-`evaluation.html_report` (matplotlib), `evaluation.baselines` (scikit-learn),
-`evaluation.calibration_stats` (ebm_core, hence torch) and `flows.data.data_checks`
-(great_expectations) are not imported here, so importing the metrics and reports stays cheap.
-`evaluation.compare` holds report comparison and gates (`compare_reports`, `Gates`).
+`evaluation.render` (matplotlib), `evaluation.baselines` (scikit-learn) and
+`evaluation.calibration_stats` / `evaluation.monitoring` (ebm_core, hence torch) are not imported
+here, so importing the metrics and reports stays cheap.
 """
 
 from evaluation.metrics import (
@@ -17,6 +20,7 @@ from evaluation.metrics import (
     energy_stats,
     fpr_at_tpr,
     ood_metrics,
+    precision_recall_curve,
     realised_fpr,
     roc_curve,
 )
@@ -27,8 +31,6 @@ from evaluation.report import (
     CalibrationSection,
     EvalReport,
     build_report,
-    summary_rows,
-    to_markdown,
 )
 
 __all__ = [
@@ -46,8 +48,7 @@ __all__ = [
     "energy_stats",
     "fpr_at_tpr",
     "ood_metrics",
+    "precision_recall_curve",
     "realised_fpr",
     "roc_curve",
-    "summary_rows",
-    "to_markdown",
 ]

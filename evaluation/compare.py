@@ -38,6 +38,10 @@ Gate rules (every gate is checked on the candidate; a gate that cannot be evalua
 
 A `bootstrap: {n_resamples, seed, confidence}` entry sets how the comparison's intervals are computed
 (default 1000 resamples, seed 0, 95% for the delta table; a gate's own `confidence` sets its level).
+
+Rendering a comparison (terminal tables, Markdown, the HTML page) is `evaluation.render`
+(`tables.comparison_table` / `gate_table`, `markdown.comparison_markdown`,
+`comparison_page.render_comparison_html` / `write_comparison_html`).
 """
 
 from __future__ import annotations
@@ -50,8 +54,8 @@ from typing import Any
 
 import numpy as np
 
-from evaluation.json_io import JsonRoundTrip
 from evaluation.bootstrap import ConfidenceInterval, paired_bootstrap_diffs, resampled_metric
+from evaluation.files import JsonRoundTrip
 from evaluation.report import CI_METRICS, LOWER_IS_BETTER, METRIC_LABELS, EvalReport, data_checks_text
 
 COMPARISON_SCHEMA_VERSION = 1
@@ -697,101 +701,3 @@ def _data_checks_verdict(gate: DataChecksGate, baseline: EvalReport, candidate: 
         message += " (the report carries no data-check status)"
     observed = {"candidate": status, "baseline": baseline.data_checks_passed, "must_pass": gate.must_pass}
     return GateVerdict("data_checks", None, passed, gate.rule, observed, message)
-
-
-# --- tables ---------------------------------------------------------------------------------------
-
-
-def comparison_table(comparison: ReportComparison) -> list[dict[str, Any]]:
-    """One row per (OOD split, metric), near OOD first: values, delta and its interval, for a
-    terminal table. `better` says whether the candidate moved the good way ("=" when equal)."""
-    rows = []
-    candidate = comparison.candidate
-    order = [s for s in comparison.splits if candidate.ood_kind(s) == "near"] + [
-        s for s in comparison.splits if candidate.ood_kind(s) == "far"
-    ]
-    for split in order:
-        for metric, d in comparison.deltas[split].items():
-            if d.delta == 0:
-                better = "="
-            else:
-                improved = d.delta > 0 if metric in HIGHER_IS_BETTER else d.delta < 0
-                better = "better" if improved else "worse"
-            rows.append(
-                {
-                    "split": split,
-                    "kind": candidate.ood_kind(split),
-                    "metric": metric,
-                    "label": METRIC_LABELS[metric],
-                    "baseline": d.baseline,
-                    "candidate": d.candidate,
-                    "delta": d.delta,
-                    "ci_low": None if d.ci is None else d.ci.low,
-                    "ci_high": None if d.ci is None else d.ci.high,
-                    "paired": d.paired,
-                    "better": better,
-                }
-            )
-    return rows
-
-
-def gate_table(comparison: ReportComparison) -> list[dict[str, Any]]:
-    """One row per gate verdict."""
-    return [
-        {
-            "gate": v.gate,
-            "split": v.split or "-",
-            "result": "PASS" if v.passed else "FAIL",
-            "passed": v.passed,
-            "rule": v.rule,
-            "message": v.message,
-        }
-        for v in comparison.verdicts
-    ]
-
-
-def comparison_markdown(comparison: ReportComparison) -> str:
-    """Verdict, gates and deltas as Markdown, for pull-request comments."""
-    b, c = comparison.baseline, comparison.candidate
-    lines = [
-        f"# Report comparison: {'PASSED' if comparison.passed else 'FAILED'}",
-        "",
-        f"- baseline: {b.model_uri or 'unregistered model'} ({b.created_at})",
-        f"- candidate: {c.model_uri or 'unregistered model'} ({c.created_at})",
-        "- deltas are candidate - baseline; score = energy, higher = more OOD, OOD positive",
-        "",
-        "| gate | split | result | detail |",
-        "| --- | --- | --- | --- |",
-    ]
-    for row in gate_table(comparison):
-        lines.append(f"| {row['gate']} | {row['split']} | {row['result']} | {row['message']} |")
-    lines += [
-        "",
-        f"| OOD split | kind | metric | baseline | candidate | delta | {comparison.gates.confidence:.0%} CI | paired |",
-        "| --- | --- | --- | ---: | ---: | ---: | --- | --- |",
-    ]
-    for row in comparison_table(comparison):
-        ci = "n/a" if row["ci_low"] is None else f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"
-        lines.append(
-            f"| {row['split']} | {row['kind']} | {row['label']} | {row['baseline']:.4f} | {row['candidate']:.4f} | "
-            f"{row['delta']:+.4f} | {ci} | {'yes' if row['paired'] else 'no'} |"
-        )
-    if comparison.notes:
-        lines.append("")
-        lines.extend(f"- note: {note}" for note in comparison.notes)
-    return "\n".join(lines) + "\n"
-
-
-def render_comparison_html(comparison: ReportComparison) -> str:
-    """A self-contained page: verdict and gates, the delta table, and baseline and candidate side by
-    side (summaries, energy histograms per split, ROC/PR and calibration curves overlaid). Drawn by
-    `evaluation.html_report` (imported here lazily: matplotlib is slow to import)."""
-    from evaluation.html_report import render_comparison_page
-
-    return render_comparison_page(comparison)
-
-
-def write_comparison_html(comparison: ReportComparison, path: str | Path) -> Path:
-    path = Path(path)
-    path.write_text(render_comparison_html(comparison), encoding="utf-8")
-    return path

@@ -55,6 +55,22 @@ def roc_curve(in_scores: Any, ood_scores: Any) -> tuple[np.ndarray, np.ndarray]:
     return fpr, tpr
 
 
+def precision_recall_curve(in_scores: Any, ood_scores: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(recall, precision) with OOD positive, flagging score >= t at every distinct score from the
+    strictest to the most lenient; tied scores enter together. The area under the step curve is
+    AUPR-out (average precision)."""
+    in_scores = check_scores(in_scores, "in_scores")
+    ood_scores = check_scores(ood_scores, "ood_scores")
+    scores = np.concatenate([in_scores, ood_scores])
+    labels = np.concatenate([np.zeros(in_scores.size), np.ones(ood_scores.size)])
+    order = np.argsort(scores, kind="mergesort")[::-1]
+    sorted_scores, sorted_labels = scores[order], labels[order]
+    group_ends = np.r_[np.flatnonzero(np.diff(sorted_scores)), sorted_labels.size - 1]
+    true_positives = np.cumsum(sorted_labels)[group_ends]
+    flagged = group_ends + 1
+    return true_positives / ood_scores.size, true_positives / flagged
+
+
 def aupr_out(in_scores: Any, ood_scores: Any) -> float:
     """Average precision with OOD as the positive class and the score as is."""
     in_scores = check_scores(in_scores, "in_scores")

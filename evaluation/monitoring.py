@@ -34,7 +34,9 @@ p-values share one calibration set, so given it they deviate from uniform by abo
 sqrt(alpha / n_cal) in the tails. The mixture's negative drift under no shift absorbs that for the
 usual calibration sets, and `simulate_run_lengths` and benchmarks/monitoring.py measure it.
 
-Imports numpy and scipy only.
+The conformal p-value is `ebm_core.calibration.conformal_p_values` and the Clopper-Pearson interval
+`evaluation.calibration_stats.binomial_ci` (both imported, so there is one copy of each); besides
+those, numpy and scipy only.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ from typing import Any
 import numpy as np
 from scipy.special import logsumexp
 from scipy.stats import binomtest, ks_2samp, wasserstein_distance
+
+from ebm_core.calibration import conformal_p_values
+from evaluation.calibration_stats import binomial_ci
 
 DEFAULT_EPSILONS: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 DEFAULT_KAPPA = 0.2
@@ -74,15 +79,6 @@ def _p_values_1d(p_values: Any) -> np.ndarray:
 
 def _opt_float(value: Any) -> float | None:
     return None if value is None else float(value)
-
-
-def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Exact (Clopper-Pearson) interval of a proportion k / n (same as
-    `evaluation.calibration_stats.binomial_ci`, without importing ebm_core)."""
-    if int(k) != k or int(n) != n or n < 1 or not 0 <= k <= n:
-        raise ValueError(f"need integers 0 <= k <= n with n >= 1, got k={k}, n={n}")
-    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method="exact")
-    return float(ci.low), float(ci.high)
 
 
 # --- flag rate against alpha ------------------------------------------------------------------------
@@ -130,7 +126,7 @@ def flag_rate_test(
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     if alternative not in ("greater", "two-sided", "less"):
         raise ValueError(f"alternative must be 'greater', 'two-sided' or 'less', got {alternative!r}")
-    low, high = clopper_pearson(n_flagged, n, confidence)
+    low, high = binomial_ci(n_flagged, n, confidence)
     result = binomtest(int(n_flagged), int(n), float(alpha), alternative=alternative)
     return RateTest(
         k=int(n_flagged),
@@ -176,14 +172,6 @@ class BatchStats:
             mean_p_value=float(d["mean_p_value"]),
             mean_energy=float(d["mean_energy"]),
         )
-
-
-def conformal_p_values(calibration_energies: Any, energies: Any) -> np.ndarray:
-    """(1 + #{calibration energies >= e}) / (n + 1); the formula of `ebm_core.calibration`."""
-    reference = np.sort(_finite_1d(calibration_energies, "calibration_energies"))
-    energies = _finite_1d(energies, "energies", allow_empty=True)
-    n_at_least = reference.size - np.searchsorted(reference, energies, side="left")
-    return (1.0 + n_at_least) / (reference.size + 1.0)
 
 
 def batch_stats(
@@ -242,7 +230,7 @@ class ProblemRate:
     def of(cls, problems: int, n: int, confidence: float = 0.95) -> ProblemRate:
         if n == 0:
             return cls(problems=0, n=0, rate=None, ci_low=None, ci_high=None)
-        low, high = clopper_pearson(problems, n, confidence)
+        low, high = binomial_ci(problems, n, confidence)
         return cls(problems=int(problems), n=int(n), rate=problems / n, ci_low=low, ci_high=high)
 
 

@@ -40,9 +40,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from evaluation.json_io import JsonRoundTrip
 from evaluation.bootstrap import METRICS as BOOTSTRAP_METRICS
 from evaluation.bootstrap import ConfidenceInterval, bootstrap_cis
+from evaluation.files import JsonRoundTrip
 from evaluation.metrics import (
     EnergyStats,
     OODMetrics,
@@ -265,6 +265,10 @@ class EvalReport(JsonRoundTrip):
     baselines: BaselineSection | None = None
     # True/False: the pipeline's data checks passed/failed for the data evaluated; None: unknown.
     data_checks_passed: bool | None = None
+    # How the detector was chosen (flows.pipeline.selection.SelectionOutcome.to_dict(), plus the
+    # baselines' validation figures and a warning when one beats the chosen detector); None when
+    # one detector was trained as configured. Optional even in version 2 reports.
+    selection: dict[str, Any] | None = None
 
     @property
     def ood_splits(self) -> list[str]:
@@ -323,6 +327,7 @@ class EvalReport(JsonRoundTrip):
             "separation": {split: s.to_dict() for split, s in self.separation.items()},
             "baselines": None if self.baselines is None else self.baselines.to_dict(),
             "data_checks_passed": self.data_checks_passed,
+            "selection": self.selection,
         }
 
     @classmethod
@@ -337,7 +342,7 @@ class EvalReport(JsonRoundTrip):
         if unknown:
             raise ValueError(f"unknown report field(s): {sorted(unknown)}")
         # Version 1 reports lack the newer sections; version 2 reports must carry every field.
-        required = _V1_FIELDS if version == 1 else all_fields
+        required = _V1_FIELDS if version == 1 else all_fields - _OPTIONAL_FIELDS
         missing = required - set(d)
         if missing:
             raise ValueError(f"report (schema_version {version}) is missing field(s): {sorted(missing)}")
@@ -375,9 +380,12 @@ class EvalReport(JsonRoundTrip):
             separation={str(k): SeparationStats.from_dict(v) for k, v in (d.get("separation") or {}).items()},
             baselines=None if baselines is None else BaselineSection.from_dict(baselines),
             data_checks_passed=None if data_checks_passed is None else bool(data_checks_passed),
+            selection=None if d.get("selection") is None else dict(d["selection"]),
         )
 
 
+
+_OPTIONAL_FIELDS = frozenset({"selection"})  # added within schema version 2; absent = None
 
 _V1_FIELDS = frozenset(
     {
@@ -452,6 +460,7 @@ def build_report(
     calibration_alphas: Sequence[float] | None = None,
     data_checks_passed: bool | None = None,
     device: str | None = None,
+    selection: dict[str, Any] | None = None,
 ) -> EvalReport:
     """Compute every section of the report from per-split energies.
 
@@ -551,6 +560,7 @@ def build_report(
         separation=separation_by_split(scores, in_distribution_split, list(ood_splits)),
         baselines=baseline_section,
         data_checks_passed=None if data_checks_passed is None else bool(data_checks_passed),
+        selection=None if selection is None else dict(selection),
     )
 
 
@@ -674,15 +684,7 @@ def environment_info() -> dict[str, str]:
     return info
 
 
-# --- summaries ---------------------------------------------------------------------------------
-
-
-def summary_rows(report: EvalReport) -> list[dict[str, Any]]:
-    """One row per OOD split, for a CLI table."""
-    return [
-        {"split": split, "auroc": metrics.auroc, "fpr95": metrics.fpr95, "aupr_out": metrics.aupr_out}
-        for split, metrics in report.ood_metrics.items()
-    ]
+# --- labels shared by the comparison's gate messages and the renderers (evaluation.render) ------
 
 
 METRIC_LABELS = {
@@ -694,111 +696,5 @@ METRIC_LABELS = {
 }
 
 
-def format_ci(ci: ConfidenceInterval | None, value: float | None = None, digits: int = 4) -> str:
-    """"0.9731 [0.9650, 0.9804]" (or just the value when there is no interval)."""
-    if ci is None:
-        return "n/a" if value is None else f"{value:.{digits}f}"
-    estimate = ci.estimate if value is None else value
-    return f"{estimate:.{digits}f} [{ci.low:.{digits}f}, {ci.high:.{digits}f}]"
-
-
-def format_realised(realised: RealisedFPR) -> str:
-    return (
-        f"{realised.fpr:.4f} [{realised.ci_low:.4f}, {realised.ci_high:.4f}] "
-        f"({realised.n_flagged}/{realised.n} flagged)"
-    )
-
-
 def data_checks_text(passed: bool | None) -> str:
     return {True: "passed", False: "FAILED", None: "not recorded"}[passed]
-
-
-def to_markdown(report: EvalReport) -> str:
-    """A summary for terminals and pull-request comments (GitHub-flavoured Markdown)."""
-    in_split = report.in_distribution_split
-    lines = [
-        f"# Evaluation report ({report.model_uri or 'unregistered model'})",
-        "",
-        f"- created: {report.created_at} (schema version {report.schema_version})",
-        "- score: energy, higher = more OOD; OOD is the positive class; flagged when energy > threshold",
-        f"- data checks: {data_checks_text(report.data_checks_passed)}",
-        f"- alpha: {report.alpha:g}, threshold: {report.threshold:.6g}, "
-        f"realised FPR on `{in_split}`: {report.realised_fpr:.4f}",
-    ]
-    if report.calibration_split is not None:
-        lines.append(f"- threshold calibrated on `{report.calibration_split}`")
-    calibration = report.calibration
-    if calibration is not None:
-        level = f"{calibration.realised.confidence:.0%}"
-        lines.append(f"- realised FPR with {level} Clopper-Pearson interval: {format_realised(calibration.realised)}")
-        if calibration.conditional_realised is not None and calibration.conditional_threshold is not None:
-            lines.append(
-                f"- calibration-conditional threshold (P(FPR <= {calibration.alpha:g}) >= {1 - calibration.delta:g}): "
-                f"{calibration.conditional_threshold:.6g}, realised FPR {format_realised(calibration.conditional_realised)}"
-            )
-    lines.append("")
-
-    if report.bootstrap is not None:
-        b = report.bootstrap
-        lines.append(
-            f"## OOD metrics vs `{in_split}` ({b.confidence:.0%} CI, {b.method}, {b.n_resamples} resamples, seed {b.seed})"
-        )
-    else:
-        lines.append(f"## OOD metrics vs `{in_split}`")
-    lines += [
-        "",
-        "| OOD split | kind | AUROC | FPR@95TPR | AUPR-in | AUPR-out | Detection error | n OOD |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for split in _splits_near_first(report):
-        m = report.ood_metrics[split]
-        cis = report.metric_cis.get(split, {})
-        cells = [format_ci(cis.get(name), report.metric(split, name)) for name in CI_METRICS]
-        # CI_METRICS order is auroc, aupr_in, aupr_out, fpr95, detection_error; the table puts FPR second.
-        auroc_cell, aupr_in_cell, aupr_out_cell, fpr_cell, error_cell = cells
-        lines.append(
-            f"| {split} | {report.ood_kind(split)} | {auroc_cell} | {fpr_cell} | {aupr_in_cell} | "
-            f"{aupr_out_cell} | {error_cell} | {m.n_ood} |"
-        )
-
-    if report.separation:
-        lines += [
-            "",
-            "## Energy separation",
-            "",
-            "| OOD split | kind | histogram overlap | Wasserstein | KS statistic |",
-            "| --- | --- | ---: | ---: | ---: |",
-        ]
-        for split in _splits_near_first(report):
-            s = report.separation.get(split)
-            if s is not None:
-                lines.append(
-                    f"| {split} | {report.ood_kind(split)} | {s.histogram_overlap:.4f} | "
-                    f"{s.wasserstein:.4g} | {s.ks_statistic:.4f} |"
-                )
-
-    if report.baselines is not None:
-        baselines = report.baselines
-        lines += [
-            "",
-            f"## Baselines (ranked by {METRIC_LABELS.get(baselines.ranked_by, baselines.ranked_by)}, same inputs)",
-            "",
-            "| OOD split | EBM rank | ranking (best first) |",
-            "| --- | ---: | --- |",
-        ]
-        for split in _splits_near_first(report):
-            if split not in baselines.ranking:
-                continue
-            entries = []
-            for name in baselines.ranking[split]:
-                value = report.ood_metrics[split].auroc if name == EBM_NAME else baselines.metrics[name][split].auroc
-                label = f"**{name}**" if name == EBM_NAME else name
-                entries.append(f"{label} {value:.4f}")
-            lines.append(f"| {split} | {baselines.ebm_rank[split]} / {len(baselines.ranking[split])} | {', '.join(entries)} |")
-        for name, reason in baselines.skipped.items():
-            lines.append(f"\n- skipped `{name}`: {reason}")
-    return "\n".join(lines) + "\n"
-
-
-def _splits_near_first(report: EvalReport) -> list[str]:
-    return report.near_splits + report.far_splits

@@ -13,9 +13,11 @@ Any sampler with `sample(energy_fn, x_init, generator, n_steps=None)` works (Lan
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from ebm_core.objectives.base import ObjectiveOutput
+from ebm_core.objectives.base import ObjectiveConfig, ObjectiveContext, ObjectiveOutput
 from ebm_core.replay_buffer import ReplayBuffer
 from ebm_core.samplers.base import SamplerOutput
 
@@ -90,3 +92,41 @@ class PersistentContrastiveDivergence:
     def load_state_dict(self, state: dict) -> None:
         self.buffer.load_state_dict(state["buffer"])
         self.buffer.generator.set_state(state["buffer_generator"])
+
+
+def replay_buffer_for(
+    x_train: torch.Tensor, capacity: int, reinit_rate: float, noise_margin: float, generator: torch.Generator
+) -> ReplayBuffer:
+    """A replay buffer whose restart noise fills the data's box widened by `noise_margin` of its range."""
+    low, high = x_train.min(dim=0).values, x_train.max(dim=0).values  # (D,), (D,)
+    margin = noise_margin * (high - low) + 1e-3
+    return ReplayBuffer(capacity, low - margin, high + margin, reinit_rate, generator)
+
+
+@dataclass(frozen=True)
+class CDConfig(ObjectiveConfig):
+    """Persistent CD (`PersistentContrastiveDivergence`) with negatives from the detector's sampler."""
+
+    name = "cd"
+    buffer_capacity: int = 10_000
+    buffer_reinit_rate: float = 0.05
+    noise_margin: float = 0.25  # restart noise box = data box widened by this share of its range
+    energy_l2: float = 0.01  # 0.1 pins energies at +-5 and flattens the in-distribution tail
+
+    def build(self, context: ObjectiveContext) -> PersistentContrastiveDivergence:
+        buffer = replay_buffer_for(
+            context.x_train, self.buffer_capacity, self.buffer_reinit_rate, self.noise_margin, context.generator
+        )
+        return PersistentContrastiveDivergence(context.sampler, buffer, self.energy_l2)
+
+
+@dataclass(frozen=True)
+class CDKConfig(ObjectiveConfig):
+    """CD-k (`ContrastiveDivergence`): chains start at the data batch; k = None uses the sampler's n_steps."""
+
+    name = "cdk"
+    k: int | None = None
+    energy_l2: float = 0.01
+
+    def build(self, context: ObjectiveContext) -> ContrastiveDivergence:
+        return ContrastiveDivergence(context.sampler, k=self.k, energy_l2=self.energy_l2)

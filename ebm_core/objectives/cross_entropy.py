@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-from ebm_core.objectives.base import ObjectiveOutput
+from ebm_core.objectives.base import ObjectiveConfig, ObjectiveContext, ObjectiveOutput
 from ebm_core.objectives.labelled import class_logits, split_batch
 
 
@@ -27,3 +29,12 @@ class CrossEntropyObjective:
             "train_accuracy": float((logits.argmax(dim=1) == y).float().mean()),
         }
         return ObjectiveOutput(loss=loss, stats=stats)
+
+
+@dataclass(frozen=True)
+class CEConfig(ObjectiveConfig):
+    name = "ce"
+    labels = "required"
+
+    def build(self, context: ObjectiveContext) -> CrossEntropyObjective:
+        return CrossEntropyObjective()

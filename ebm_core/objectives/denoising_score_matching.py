@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
-from ebm_core.objectives.base import ObjectiveOutput
+from ebm_core.objectives.base import ObjectiveConfig, ObjectiveContext, ObjectiveOutput
 from ebm_core.samplers.noise import gaussian_noise
 
 
@@ -50,3 +51,12 @@ class DenoisingScoreMatching:
             "score_norm": float(grad.detach().norm(dim=1).mean()),
         }
         return ObjectiveOutput(loss=loss, stats=stats)
+
+
+@dataclass(frozen=True)
+class DSMConfig(ObjectiveConfig):
+    name = "dsm"
+    sigmas: tuple[float, ...] = (0.1, 0.3, 1.0)  # noise levels on standardised features
+
+    def build(self, context: ObjectiveContext) -> DenoisingScoreMatching:
+        return DenoisingScoreMatching(sigmas=self.sigmas)

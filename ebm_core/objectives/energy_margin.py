@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-from ebm_core.objectives.base import ObjectiveOutput
+from ebm_core.objectives.base import ObjectiveConfig, ObjectiveContext, ObjectiveOutput
 from ebm_core.objectives.labelled import LabelledBatch, class_logits, split_batch
 from ebm_core.shapes import check_batch
 
@@ -72,3 +74,39 @@ class EnergyMarginObjective:
             stats["ce_loss"] = float(ce.detach())
             stats["train_accuracy"] = float((logits.argmax(dim=1) == y).float().mean())
         return ObjectiveOutput(loss=loss, stats=stats)
+
+
+def feature_permuted(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Synthetic outliers: each row's features shuffled, destroying structure but not marginals.
+
+    Used by margin training when no known-bad examples are given; they must never be an evaluation
+    OOD set, or the evaluation would leak."""
+    order = torch.argsort(torch.rand(x.shape, generator=generator), dim=1)  # (N, D)
+    return torch.gather(x, 1, order)
+
+
+@dataclass(frozen=True)
+class MarginConfig(ObjectiveConfig):
+    """Energy-margin training; without the caller's outliers it trains against feature-permuted rows."""
+
+    name = "margin"
+    labels = "optional"
+    uses_outliers = True
+    m_in: float = -1.0
+    m_out: float = 1.0
+    margin_weight: float = 1.0
+    ce_weight: float = 1.0
+    outlier_batch_size: int | None = None
+
+    def build(self, context: ObjectiveContext) -> EnergyMarginObjective:
+        outliers = context.outliers
+        if outliers is None:
+            outliers = feature_permuted(context.x_train, context.generator)
+        return EnergyMarginObjective(
+            outliers,
+            m_in=self.m_in,
+            m_out=self.m_out,
+            margin_weight=self.margin_weight,
+            ce_weight=self.ce_weight,
+            outlier_batch_size=self.outlier_batch_size,
+        )

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-from ebm_core.objectives.base import ObjectiveOutput
+from ebm_core.objectives.base import ObjectiveConfig, ObjectiveContext, ObjectiveOutput
+from ebm_core.objectives.contrastive_divergence import PersistentContrastiveDivergence, replay_buffer_for
 from ebm_core.objectives.labelled import LabelledBatch, class_logits, split_batch
 
 
@@ -50,3 +53,24 @@ class JEMHybrid:
     def load_state_dict(self, state: dict) -> None:
         if hasattr(self.generative, "load_state_dict"):
             self.generative.load_state_dict(state)
+
+
+@dataclass(frozen=True)
+class JEMConfig(ObjectiveConfig):
+    """JEM with the paper's generative term: PCD from a replay buffer (the fields of `CDConfig`)."""
+
+    name = "jem"
+    labels = "required"
+    buffer_capacity: int = 10_000
+    buffer_reinit_rate: float = 0.05
+    noise_margin: float = 0.25
+    energy_l2: float = 0.01
+    ce_weight: float = 1.0
+    generative_weight: float = 1.0
+
+    def build(self, context: ObjectiveContext) -> JEMHybrid:
+        buffer = replay_buffer_for(
+            context.x_train, self.buffer_capacity, self.buffer_reinit_rate, self.noise_margin, context.generator
+        )
+        pcd = PersistentContrastiveDivergence(context.sampler, buffer, self.energy_l2)
+        return JEMHybrid(pcd, ce_weight=self.ce_weight, generative_weight=self.generative_weight)

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from ebm_core.objectives.base import ObjectiveOutput
+from ebm_core.objectives.base import ObjectiveConfig, ObjectiveContext, ObjectiveOutput
 from ebm_core.samplers.noise import gaussian_noise
 from ebm_core.shapes import check_batch
 
@@ -109,3 +110,17 @@ class NoiseContrastiveEstimation:
     def load_state_dict(self, state: dict) -> None:
         with torch.no_grad():
             self.log_normaliser.copy_(state["log_normaliser"])
+
+
+@dataclass(frozen=True)
+class NCEConfig(ObjectiveConfig):
+    """NCE against a Gaussian fitted to the standardised training rows, its spread scaled by noise_scale."""
+
+    name = "nce"
+    noise_ratio: int = 4
+    noise_scale: float = 1.5
+
+    def build(self, context: ObjectiveContext) -> NoiseContrastiveEstimation:
+        return NoiseContrastiveEstimation.fitted_to(
+            context.x_train, noise_ratio=self.noise_ratio, noise_scale=self.noise_scale
+        )

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from ebm_core.objectives.base import ObjectiveOutput
+from ebm_core.objectives.base import ObjectiveConfig, ObjectiveContext, ObjectiveOutput
 from ebm_core.samplers.noise import gaussian_noise, uniform_noise
 
 
@@ -53,3 +55,14 @@ class SlicedScoreMatching:
         e_pos = energy[: x_data.shape[0]].detach()
         stats = {"e_pos": float(e_pos.mean()), "score_norm": float(grad.detach().norm(dim=1).mean())}
         return ObjectiveOutput(loss=loss, stats=stats)
+
+
+@dataclass(frozen=True)
+class SSMConfig(ObjectiveConfig):
+    name = "ssm"
+    n_projections: int = 1
+    projection: str = "gaussian"  # Gaussian projections allow the variance-reduced form
+    variance_reduction: bool = True
+
+    def build(self, context: ObjectiveContext) -> SlicedScoreMatching:
+        return SlicedScoreMatching(self.n_projections, self.projection, self.variance_reduction)

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
+
+from ebm_core.config_dict import to_plain
 
 
 @dataclass
@@ -11,6 +14,22 @@ class SamplerOutput:
     energy_trace: list[float] = field(default_factory=list)  # mean energy per step
     grad_norm_trace: list[float] = field(default_factory=list)  # mean per-sample gradient norm per step
     acceptance_rate: float | None = None  # Metropolis samplers only
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """Base of the samplers. A sampler is a frozen dataclass of hyperparameters, so it is its own config:
+    `name` is its key in `ebm_core.samplers.SAMPLERS` and in YAML (`sampler: {name: mala, ...}`)."""
+
+    name: ClassVar[str]
+
+    def sample(
+        self, energy_fn, x_init: torch.Tensor, generator: torch.Generator, n_steps: int | None = None
+    ) -> SamplerOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, **to_plain(self)}
 
 
 def energy_and_grad(energy_fn, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

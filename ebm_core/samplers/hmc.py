@@ -1,17 +1,17 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
-from ebm_core.samplers.base import SamplerOutput, finite_energy_and_grad
+from ebm_core.samplers.base import Sampler, SamplerOutput, finite_energy_and_grad
 from ebm_core.samplers.noise import gaussian_noise, uniform_noise
 from ebm_core.shapes import check_batch
 
 
 @dataclass(frozen=True)
-class HMCSampler:
+class HMCSampler(Sampler):
     """Hamiltonian Monte Carlo (Duane et al. 1987; Neal 2011) for p(x) proportional to exp(-E(x)).
 
     Each of `n_steps` transitions draws a momentum p ~ N(0, mass * I), runs `n_leapfrog` leapfrog steps
@@ -24,6 +24,7 @@ class HMCSampler:
     a half period of some direction of the energy flips back and forth and never mixes there.
     """
 
+    name = "hmc"
     step_size: float = 0.1
     n_leapfrog: int = 10
     n_steps: int = 20
@@ -38,9 +39,6 @@ class HMCSampler:
             )
         if not 0.0 <= self.step_jitter < 1.0:
             raise ValueError(f"step_jitter must be in [0, 1), got {self.step_jitter}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     def sample(
         self, energy_fn, x_init: torch.Tensor, generator: torch.Generator, n_steps: int | None = None

@@ -1,18 +1,18 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
 from ebm_core.errors import NonFiniteError
-from ebm_core.samplers.base import SamplerOutput, energy_and_grad
+from ebm_core.samplers.base import Sampler, SamplerOutput, energy_and_grad
 from ebm_core.samplers.noise import gaussian_noise
 from ebm_core.shapes import check_batch
 
 
 @dataclass(frozen=True)
-class LangevinSampler:
+class LangevinSampler(Sampler):
     """Unadjusted Langevin dynamics targeting p(x) proportional to exp(-E(x)).
 
     x <- x - step_size * grad E(x) + noise_scale * sqrt(2 * step_size) * N(0, I)
@@ -21,6 +21,7 @@ class LangevinSampler:
     smaller noise (a "cold" chain), which is why it is a separate knob.
     """
 
+    name = "langevin"
     step_size: float = 0.01
     noise_scale: float = 1.0
     n_steps: int = 20
@@ -33,9 +34,6 @@ class LangevinSampler:
                 f"need step_size > 0, n_steps >= 1, noise_scale >= 0; got {self.step_size}, "
                 f"{self.n_steps}, {self.noise_scale}"
             )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     def sample(
         self, energy_fn, x_init: torch.Tensor, generator: torch.Generator, n_steps: int | None = None

@@ -1,17 +1,17 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
-from ebm_core.samplers.base import SamplerOutput, finite_energy_and_grad
+from ebm_core.samplers.base import Sampler, SamplerOutput, finite_energy_and_grad
 from ebm_core.samplers.noise import gaussian_noise, uniform_noise
 from ebm_core.shapes import check_batch
 
 
 @dataclass(frozen=True)
-class MALASampler:
+class MALASampler(Sampler):
     """Metropolis-adjusted Langevin (Roberts & Tweedie 1996), exact for p(x) proportional to exp(-E(x)).
 
     proposal  y = x - step_size * grad E(x) + sqrt(2 * step_size) * z,   z ~ N(0, I)
@@ -23,6 +23,7 @@ class MALASampler:
     target to [low, high]^D: proposals leaving it are rejected, which keeps the chain exact.
     """
 
+    name = "mala"
     step_size: float = 0.01
     n_steps: int = 20
     box: tuple[float, float] | None = None
@@ -32,9 +33,6 @@ class MALASampler:
             raise ValueError(f"need step_size > 0 and n_steps >= 1; got {self.step_size}, {self.n_steps}")
         if self.box is not None and not self.box[0] < self.box[1]:
             raise ValueError(f"box must be (low, high) with low < high, got {self.box}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     def sample(
         self, energy_fn, x_init: torch.Tensor, generator: torch.Generator, n_steps: int | None = None

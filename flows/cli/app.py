@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
+
+from flows.guard.names import DEFAULT_CHALLENGER_URI
 
 app = typer.Typer(
     help=(
@@ -57,7 +58,7 @@ def demo(
         pipeline_config = pipeline_config.with_training_steps(steps)
     if objective is not None:
         pipeline_config = _with_objective(pipeline_config, objective)
-    _run_pipeline(pipeline_config, data_dir=None, progress=progress)
+    _run_pipeline(pipeline_config, source=None, progress=progress)
 
 
 @app.command()
@@ -65,16 +66,26 @@ def train(
     data: Optional[Path] = typer.Option(
         None, exists=True, dir_okay=False, help="In-distribution training data: CSV or Parquet with a text column."
     ),
-    text_column: str = typer.Option("text", help="Name of the text column in --data / --val-data / --ood-val-data."),
-    label_column: Optional[str] = typer.Option(None, help="Optional label column (intents); used by jem/margin."),
+    text_column: str = typer.Option("text", help="Name of the text column in every data file."),
+    label_column: Optional[str] = typer.Option(
+        None, help="Label column (intents) in --data / --val-data. With labels the selection stage can "
+        "choose a detector without any OOD examples (held-out classes)."
+    ),
     val_data: Optional[Path] = typer.Option(
-        None, exists=True, dir_okay=False, help="Held-out in-distribution data, split between calibration and test."
+        None, exists=True, dir_okay=False,
+        help="More in-distribution data, split between calibration and test (default: 30% of --data).",
     ),
     ood_val_data: list[Path] = typer.Option(
-        [], exists=True, dir_okay=False, help="OOD data for evaluation (repeat for several sets)."
+        [], exists=True, dir_okay=False,
+        help="OOD validation data (repeatable): examples of what the guard must flag, used to choose the "
+        "detector. Optional.",
+    ),
+    ood_test_data: list[Path] = typer.Option(
+        [], exists=True, dir_okay=False, help="OOD data for the evaluation report only (repeatable). Optional."
     ),
     outliers_data: Optional[Path] = typer.Option(
-        None, exists=True, dir_okay=False, help="Known-bad examples for --objective margin (never evaluation data)."
+        None, exists=True, dir_okay=False,
+        help="Known-bad examples for margin-style objectives (training only, never evaluation data).",
     ),
     dataset: Optional[str] = typer.Option(None, help="A built-in dataset instead of --data: 'clinc150'."),
     data_path: Optional[Path] = typer.Option(None, help="Path of the built-in dataset's file (CLINC150's data_full.json)."),
@@ -83,60 +94,56 @@ def train(
         exists=True,
         file_okay=False,
         help="Folder of ready Parquet splits: train, calibration, in_test, ood_*.parquet (numeric feature "
-        "columns + optional label).",
+        "columns + optional label; ood_val_*.parquet are OOD validation sets).",
     ),
     config: Optional[Path] = typer.Option(
-        None, exists=True, dir_okay=False, help="Pipeline YAML (default: flows/pipeline/configs/demo.yaml settings)."
+        None, exists=True, dir_okay=False, help="Pipeline YAML (default: the packaged pipeline settings)."
     ),
-    objective: Optional[str] = typer.Option(None, help="Training objective (see `ebmops demo --help`)."),
+    objective: Optional[str] = typer.Option(None, help="Train this one objective instead of selecting (see `ebmops demo --help`)."),
     steps: Optional[int] = typer.Option(None, min=1, help="Override the number of training steps."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ):
     """Train a guard on your data through the train_and_register flow and register it as `challenger`.
 
-    Text data is embedded with the packaged all-MiniLM-L6-v2 (offline, cached on disk by content hash);
-    the registered model then accepts raw text (a `text` column) as well as embedding columns.
+    Text is checked (Great Expectations), embedded with the packaged all-MiniLM-L6-v2 (offline,
+    cached on disk by content hash) and validated inside the flow; the registered model then accepts
+    raw text (a `text` column) as well as embedding columns. Only --data is required.
     """
-    from flows import settings
-    from flows.pipeline.config import PipelineConfig, demo_config
-    from flows.data.text_splits import splits_from_clinc150, splits_from_tables, write_embedded_splits
-    from flows.pipeline.train_and_register import new_run_dir
+    from flows.data.sources import Clinc150Source, TextTablesSource, VectorDirSource
+    from flows.pipeline.config import PipelineConfig, default_config
 
     sources = sum(x is not None for x in (data, dataset, data_dir))
     if sources != 1:
         raise typer.BadParameter("give exactly one of --data, --dataset or --data-dir")
-    if config is None and dataset == "clinc150":
-        from flows.pipeline.config import CLINC150_CONFIG_PATH
-
-        config = CLINC150_CONFIG_PATH
-    pipeline_config = PipelineConfig.from_yaml(config) if config else demo_config()
+    pipeline_config = PipelineConfig.from_yaml(config) if config else default_config()
     if steps is not None:
         pipeline_config = pipeline_config.with_training_steps(steps)
     if objective is not None:
         pipeline_config = _with_objective(pipeline_config, objective)
-    if data_dir is None:
-        if dataset is not None:
-            if dataset != "clinc150":
-                raise typer.BadParameter(f"unknown dataset {dataset!r}; known: clinc150")
-            from flows.data.text_data import default_clinc150_path
+    if data_dir is not None:
+        source = VectorDirSource(str(data_dir))
+    elif dataset is not None:
+        if dataset != "clinc150":
+            raise typer.BadParameter(f"unknown dataset {dataset!r}; known: clinc150")
+        from flows.data.text_data import default_clinc150_path
 
-            text_splits = splits_from_clinc150(data_path or default_clinc150_path())
-        else:
-            text_splits = splits_from_tables(
-                data, text_column, label_column, val_data, list(ood_val_data), outliers_data, pipeline_config.seed
-            )
-        settings.ebmops_home().mkdir(parents=True, exist_ok=True)
-        data_dir = new_run_dir() / "embedded"
-        write_embedded_splits(text_splits, data_dir, progress=progress)
-        from dataclasses import replace
-
-        pipeline_config = replace(pipeline_config, featurizer="all-MiniLM-L6-v2")
-    _run_pipeline(pipeline_config, data_dir=data_dir, progress=progress)
+        source = Clinc150Source(str(data_path or default_clinc150_path()))
+    else:
+        source = TextTablesSource(
+            train=str(data),
+            text_column=text_column,
+            label_column=label_column,
+            val=str(val_data) if val_data else None,
+            ood_val=tuple(str(p) for p in ood_val_data),
+            ood_test=tuple(str(p) for p in ood_test_data),
+            outliers=str(outliers_data) if outliers_data else None,
+        )
+    _run_pipeline(pipeline_config, source=source, progress=progress)
 
 
 @app.command()
 def evaluate(
-    model: str = typer.Option("models:/ebm-guard@challenger", help="Model URI to evaluate."),
+    model: str = typer.Option(DEFAULT_CHALLENGER_URI, help="Model URI to evaluate."),
     data: Path = typer.Option(..., exists=True, dir_okay=False, help="Held-out in-distribution data (CSV/Parquet)."),
     ood_data: list[Path] = typer.Option(..., exists=True, dir_okay=False, help="OOD data (repeat for several sets)."),
     text_column: Optional[str] = typer.Option(None, help="Text column (for a text guard); else vector columns."),
@@ -144,6 +151,7 @@ def evaluate(
     report: Path = typer.Option(Path("report.json"), help="Where to write the report JSON (HTML beside it)."),
 ):
     """Score in-distribution and OOD data with a registered guard and write a full evaluation report."""
+    from flows.cli.summary import print_evaluation
     from flows.ops.evaluate_model import evaluate_model
 
     if (text_column is None) == (vector_columns is None):
@@ -153,9 +161,7 @@ def evaluate(
     except Exception as error:  # noqa: BLE001 - one clear line for the user
         console.print(f"[red]Evaluation failed:[/red] {type(error).__name__}: {error}")
         raise typer.Exit(code=1)
-    console.print(ood_table(f"{model}: score = energy, higher = more OOD", result))
-    console.print(f"Realised FPR on {data.name}: {result.realised_fpr:.3f} (target alpha {result.alpha:.3f})")
-    console.print(f"Report: {report} and {report.with_suffix('.html')}")
+    print_evaluation(result, model, data, report, console)
 
 
 def _with_objective(pipeline_config, objective: str):
@@ -166,14 +172,16 @@ def _with_objective(pipeline_config, objective: str):
     return pipeline_config.with_objective(objective)
 
 
-def _run_pipeline(pipeline_config, data_dir: Optional[Path], progress: bool) -> None:
+def _run_pipeline(pipeline_config, source, progress: bool) -> None:
     from flows import settings
+    from flows.cli.summary import print_pipeline_summary
+    from flows.data.text_splits import TextCheckFailed
     from flows.pipeline.steps import DataCheckFailed
     from flows.pipeline.train_and_register import train_and_register
 
     try:
-        result = train_and_register(pipeline_config, data_dir=data_dir, progress=progress)
-    except DataCheckFailed as failure:
+        result = train_and_register(pipeline_config, source=source, progress=progress)
+    except (DataCheckFailed, TextCheckFailed) as failure:
         console.print(f"[red]Stopped before training:[/red] {failure}")
         console.print("The model registry was not changed.")
         raise typer.Exit(code=2)
@@ -183,37 +191,7 @@ def _run_pipeline(pipeline_config, data_dir: Optional[Path], progress: bool) -> 
         if os.environ.get("EBMOPS_DEBUG"):
             raise
         raise typer.Exit(code=1)
-    print_summary(result, settings.tracking_uri())
-
-
-def ood_table(title: str, report) -> Table:
-    """AUROC / FPR95 / AUPR-out per OOD split of an EvalReport."""
-    table = Table(title=title)
-    for column in ("OOD set", "AUROC", "FPR@95TPR", "AUPR-out", "n"):
-        table.add_column(column, justify="left" if column == "OOD set" else "right")
-    for split, m in report.ood_metrics.items():
-        table.add_row(split, f"{m.auroc:.3f}", f"{m.fpr95:.3f}", f"{m.aupr_out:.3f}", str(m.n_ood))
-    return table
-
-
-def print_summary(result, tracking_uri: str) -> None:
-    from evaluation.report import EvalReport
-
-    report = EvalReport.read_json(result.report_json)
-    console.print(ood_table("OOD detection (score = energy, higher = more OOD; OOD is the positive class)", report))
-    n_test = report.energy_stats[report.in_distribution_split].n
-    console.print(
-        f"Realised false-positive rate on held-out in-distribution data: {report.realised_fpr:.3f} "
-        f"(target alpha {report.alpha:.3f}, n = {n_test}; threshold {report.threshold:.4g})"
-    )
-    registered = result.registered
-    console.print(
-        f"Registered [bold]{registered.model_name}[/bold] version {registered.version} "
-        f"(aliases: {', '.join(registered.aliases)}), run {registered.run_id}"
-    )
-    console.print(f"Report: {result.report_html}  (JSON: {result.report_json})")
-    console.print(f"Browse runs: mlflow ui --backend-store-uri {tracking_uri}")
-    console.print(f"Finished in {result.seconds:.1f} s")
+    print_pipeline_summary(result, settings.tracking_uri(), console)
 
 
 def _register_commands() -> None:

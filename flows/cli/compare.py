@@ -14,7 +14,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+
+from flows.cli.summary import print_comparison
 
 DEFAULT_GATES_PATH = Path(__file__).resolve().parents[1] / "pipeline" / "configs" / "gates.yaml"
 
@@ -35,7 +36,8 @@ def compare_command(
 ) -> None:
     """Compare two evaluation reports: metric deltas (candidate - baseline) with paired bootstrap
     intervals where both scored the same inputs, and a verdict per gate. Exits 1 when a gate fails."""
-    from evaluation.compare import Gates, compare_reports, write_comparison_html
+    from evaluation.compare import Gates, compare_reports
+    from evaluation.render.comparison_page import write_comparison_html
 
     console = Console()
     base_report = _read_report(baseline, "baseline", console)
@@ -82,34 +84,3 @@ def _fail(console: Console, message: str) -> None:
     console.print(f"[bold red]error:[/bold red] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code=EXIT_BAD_INPUT)
 
-
-def print_comparison(comparison, console: Console, baseline_path: Path, candidate_path: Path, gates_path: Path) -> None:
-    from evaluation.compare import comparison_table, gate_table
-
-    console.print(f"Baseline:  {escape(str(baseline_path))} ({escape(comparison.baseline.model_uri or 'unregistered')})")
-    console.print(f"Candidate: {escape(str(candidate_path))} ({escape(comparison.candidate.model_uri or 'unregistered')})")
-    console.print(f"Gates:     {escape(str(gates_path))}")
-
-    level = f"{comparison.gates.confidence:.0%}"
-    deltas = Table(title=f"Metric deltas, candidate - baseline ({level} bootstrap interval; score = energy, OOD positive)")
-    for column in ("OOD split", "kind", "metric", "baseline", "candidate", "delta", "interval", "paired", "moved"):
-        deltas.add_column(column, justify="right" if column in ("baseline", "candidate", "delta") else "left")
-    for row in comparison_table(comparison):
-        interval = "n/a" if row["ci_low"] is None else f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"
-        colour = {"better": "green", "worse": "red"}.get(row["better"])
-        moved = f"[{colour}]{row['better']}[/{colour}]" if colour else row["better"]
-        deltas.add_row(
-            escape(row["split"]), row["kind"], row["label"], f"{row['baseline']:.4f}", f"{row['candidate']:.4f}",
-            f"{row['delta']:+.4f}", interval, "yes" if row["paired"] else "no", moved,
-        )
-    console.print(deltas)
-
-    verdicts = Table(title="Gates")
-    for column in ("gate", "split", "result", "detail"):
-        verdicts.add_column(column)
-    for row in gate_table(comparison):
-        result = "[green]PASS[/green]" if row["passed"] else "[bold red]FAIL[/bold red]"
-        verdicts.add_row(row["gate"], escape(row["split"]), result, escape(row["message"]))
-    console.print(verdicts)
-    for note in comparison.notes:
-        console.print(f"note: {escape(note)}")

@@ -14,15 +14,16 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+
+from flows.cli.summary import print_comparison, print_decision, print_history
+from flows.guard.names import DEFAULT_CHAMPION_URI, DEFAULT_MODEL_NAME
 
 EXIT_REFUSED = 1
 EXIT_BAD_INPUT = 2
 
 
-
 def promote_command(
-    model_name: str = typer.Option("ebm-guard", "--model", help="Registered model name."),
+    model_name: str = typer.Option(DEFAULT_MODEL_NAME, "--model", help="Registered model name."),
     data_dir: Optional[Path] = typer.Option(
         None,
         "--data-dir",
@@ -57,8 +58,6 @@ def promote_command(
         console.print(f"[bold red]error:[/bold red] {escape(str(error))}")
         raise typer.Exit(code=EXIT_BAD_INPUT)
     if result.comparison_json:
-        from flows.cli.compare import print_comparison
-
         comparison = ReportComparison.read_json(result.comparison_json)
         print_comparison(
             comparison,
@@ -72,17 +71,8 @@ def promote_command(
         raise typer.Exit(code=EXIT_REFUSED)
 
 
-def print_decision(result, console: Console) -> None:
-    colour = {"promoted": "green", "refused": "red", "noop": "yellow", "rolled_back": "magenta"}[result.decision]
-    console.print(f"[bold {colour}]{result.decision.upper()}[/bold {colour}]: {escape(result.message)}")
-    console.print(
-        f"champion: v{result.champion_before} -> v{result.champion_after}  (challenger v{result.challenger}); "
-        f"audit id {result.audit_id}, MLflow run {result.mlflow_run_id}"
-    )
-
-
 def rollback_command(
-    model_name: str = typer.Option("ebm-guard", "--model", help="Registered model name."),
+    model_name: str = typer.Option(DEFAULT_MODEL_NAME, "--model", help="Registered model name."),
     to_version: Optional[str] = typer.Option(
         None, "--to", help="Version to restore (default: the previous champion in the audit log)."
     ),
@@ -90,21 +80,20 @@ def rollback_command(
     reason: str = typer.Option("", "--reason", help="Why (kept in the audit log)."),
 ) -> None:
     """Restore the previous champion (audited; the removed version is tagged so promote refuses it)."""
-    from mlflow.exceptions import MlflowException
-
+    from flows.guard.registry import RegistryError
     from flows.ops.promotion import PromotionError, rollback
 
     console = Console()
     try:
         result = rollback(model_name=model_name, to_version=to_version, actor=actor, reason=reason)
-    except (PromotionError, MlflowException) as error:
+    except (PromotionError, RegistryError) as error:
         console.print(f"[bold red]error:[/bold red] {escape(str(error))}")
         raise typer.Exit(code=EXIT_BAD_INPUT)
     print_decision(result, console)
 
 
 def history_command(
-    model_name: str = typer.Option("ebm-guard", "--model", help="Registered model name."),
+    model_name: str = typer.Option(DEFAULT_MODEL_NAME, "--model", help="Registered model name."),
     limit: int = typer.Option(50, "--limit", min=1, help="Show the latest N entries."),
 ) -> None:
     """The champion's history from the audit log: every promotion decision and rollback."""
@@ -121,30 +110,10 @@ def history_command(
     console.print(f"Now: champion v{champion}, challenger v{challenger}.  Log: {escape(str(audit_log_path()))}")
 
 
-def print_history(rows: list[dict], console: Console, model_name: str) -> None:
-    table = Table(title=f"Champion history of {model_name} (oldest first)")
-    for column in ("time (UTC)", "action", "decision", "champion", "challenger", "failed gates", "who", "why"):
-        table.add_column(column)
-    for row in rows:
-        before, after = row["champion_before"], row["champion_after"]
-        champion = f"v{before} -> v{after}" if before != after else f"v{after} (kept)"
-        table.add_row(
-            row["time"][:19].replace("T", " "),
-            row["action"],
-            row["decision"],
-            champion,
-            f"v{row['challenger']}" if row["challenger"] else "-",
-            ", ".join(row["failed_gates"]) or "-",
-            escape(str(row["actor"])),
-            escape(row["reason"] or "-"),
-        )
-    console.print(table)
-
-
 def serve_command(
     port: int = typer.Option(5000, "--port", "-p", help="TCP port."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (0.0.0.0 for every interface)."),
-    model_uri: str = typer.Option("models:/ebm-guard@champion", "--model-uri", help="Model to serve."),
+    model_uri: str = typer.Option(DEFAULT_CHAMPION_URI, "--model-uri", help="Model to serve."),
     workers: int = typer.Option(1, "--workers", min=1, help="uvicorn worker processes."),
     max_rows: Optional[int] = typer.Option(
         None, "--max-rows", min=1, help="Largest request in rows (default: $EBMOPS_MAX_ROWS or 10000)."

@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from flows.pipeline.config import DigitsDataConfig
 
 LABEL_COLUMN = "label"
 DIGITS_PIXEL_MAX = 16.0
 IN_DISTRIBUTION_SPLITS = ("train", "calibration", "in_test")
 DIGITS_OOD_SPLITS = ("ood_digits", "ood_uniform_noise", "ood_inverted")
+
+
+@dataclass(frozen=True)
+class DigitsDataConfig:
+    in_distribution_digits: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
+    ood_digits: tuple[int, ...] = (6, 7, 8, 9)
+    train_fraction: float = 0.4
+    calibration_fraction: float = 0.3
+    n_uniform_noise: int = 500
+
+    def __post_init__(self):
+        overlap = set(self.in_distribution_digits) & set(self.ood_digits)
+        if overlap:
+            raise ValueError(f"digits {sorted(overlap)} are both in-distribution and OOD")
+        if not 0 < self.train_fraction + self.calibration_fraction < 1:
+            raise ValueError("train_fraction + calibration_fraction must leave a test share in (0, 1)")
 
 
 def pixel_columns(n: int = 64) -> list[str]:

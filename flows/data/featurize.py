@@ -38,6 +38,8 @@ from typing import Iterable, Protocol, Sequence
 
 import numpy as np
 
+from evaluation.files import atomic_writer
+
 __all__ = [
     "CacheStats",
     "EmbeddingCache",
@@ -366,15 +368,8 @@ def _split_keys(arr: np.ndarray) -> list[bytes]:
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_writer(path, "wb") as handle:
+        np.save(handle, array, allow_pickle=False)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,9 +1,16 @@
-"""Text data into the pipeline: load, embed (cached), and write the Parquet splits that
-`train_and_register` reads from a data folder. The embedder then travels with the registered model,
-so the served guard accepts raw text."""
+"""Text data through the pipeline: split the sources into named text splits, check them with the
+Great Expectations text suites, then embed them (cached) into the vector splits the rest of the
+pipeline reads. Every step writes Parquet files and returns their paths.
+
+Split names: `train`, `calibration`, `in_test` (in-distribution, with `label` when labels exist);
+`ood_val_<name>` OOD validation sets (the selection stage may use them to choose the detector; the
+report marks them as used for selection); `ood_<name>` OOD evaluation sets (never seen before the
+report); `outliers` (known-bad examples for margin-style objectives, never evaluation data).
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,107 +18,221 @@ import numpy as np
 import pandas as pd
 
 from flows.data.datasets import LABEL_COLUMN
+from flows.data.sources import Clinc150Source, TextTablesSource
+from evaluation.files import write_text_atomic
 
 EMBEDDING_PREFIX = "emb_"
-OUTLIERS_SPLIT = "outliers"  # known-bad examples for margin training; never an evaluation set
-
-
-@dataclass(frozen=True)
-class TextSplits:
-    """Raw texts per split: train / calibration / in_test (+ labels) and OOD sets named ood_*."""
-
-    texts: dict[str, list[str]]
-    labels: dict[str, list | None]
+FEATURIZER_NAME = "all-MiniLM-L6-v2"  # what the registered guard uses to embed raw text
+OUTLIERS_SPLIT = "outliers"
+OOD_VAL_PREFIX = "ood_val_"
+TEXT_CHECK_FILE = "text_checks.json"
+IN_DISTRIBUTION_TEXT_SPLITS = ("train", "calibration", "in_test")
+# all-MiniLM-L6-v2 returns unit vectors; anything else means the embedder changed under us.
+EMBEDDING_NORM_RANGE = (0.99, 1.01)
 
 
 def embedding_columns(dim: int) -> list[str]:
     return [f"{EMBEDDING_PREFIX}{i}" for i in range(dim)]
 
 
-def splits_from_clinc150(path: str | Path) -> TextSplits:
-    """CLINC150: calibrate on `val`, test on `test` vs `oos_test`; `oos_train` are the outliers."""
-    from flows.data.text_data import load_clinc150
-
-    data = load_clinc150(path)
-    mapping = {
-        "train": "train",
-        "calibration": "val",
-        "in_test": "test",
-        "ood_oos_test": "oos_test",
-        OUTLIERS_SPLIT: "oos_train",
-    }
-    texts = {split: data[key]["text"].tolist() for split, key in mapping.items()}
-    labels = {
-        split: (data[key]["label"].tolist() if split in ("train", "calibration", "in_test") else None)
-        for split, key in mapping.items()
-    }
-    return TextSplits(texts, labels)
+def ood_split_name(path: str | Path, validation: bool) -> str:
+    """`ood_val_<stem>` for OOD validation files, `ood_<stem>` for OOD evaluation files (a stem that
+    already starts with `ood_` / `ood_val_` is not prefixed twice)."""
+    stem = Path(path).stem
+    for prefix in (OOD_VAL_PREFIX, "ood_"):
+        if stem.startswith(prefix) and len(stem) > len(prefix):
+            stem = stem[len(prefix) :]
+            break
+    if validation:
+        return f"{OOD_VAL_PREFIX}{stem}"
+    name = f"ood_{stem}"
+    return f"ood_test_{stem}" if name.startswith(OOD_VAL_PREFIX) else name
 
 
-def splits_from_tables(
-    train_path: Path,
-    text_column: str,
-    label_column: str | None,
-    val_path: Path | None,
-    ood_paths: list[Path],
-    outliers_path: Path | None = None,
-    seed: int = 0,
-) -> TextSplits:
-    """A user's CSV/Parquet files. Without `val_path`, 20% + 20% of train become calibration and test;
-    with it, `val` is split in half between calibration and test."""
-    from flows.data.text_data import load_table
+@dataclass(frozen=True)
+class TextSplitFiles:
+    """Where each text split was written (Parquet with `text` and, when labelled, `label`)."""
 
-    if not ood_paths:
-        raise ValueError("give at least one OOD set (--ood-val-data) so the guard can be evaluated")
-    train = load_table(train_path, text_column=text_column, label_column=label_column)
+    paths: dict[str, str]
+    has_labels: bool
+    text_column: str  # the user's column name, for messages
+
+
+def write_text_splits(source: TextTablesSource | Clinc150Source, out_dir: Path, seed: int) -> TextSplitFiles:
+    """Load the sources and write one Parquet file per split.
+
+    Tables: without `val`, a seeded 15% + 15% of the training rows become calibration and test; with
+    `val`, it is split in half between them. CLINC150: calibrate on half of `val`, test on `test`,
+    `oos_val` is the OOD validation set, `oos_test` the OOD evaluation set, `oos_train` the outliers.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    if val_path is None:
-        order = rng.permutation(len(train))
-        n_hold = int(0.2 * len(train))
-        parts = {
-            "train": train.iloc[order[2 * n_hold :]],
-            "calibration": train.iloc[order[:n_hold]],
-            "in_test": train.iloc[order[n_hold : 2 * n_hold]],
+    frames: dict[str, pd.DataFrame] = {}
+    if isinstance(source, Clinc150Source):
+        from flows.data.text_data import load_clinc150
+
+        data = load_clinc150(source.path)
+        val_order = rng.permutation(len(data["val"]))
+        frames = {
+            "train": data["train"],
+            "calibration": data["val"].iloc[val_order[: len(val_order) // 2]],
+            "in_test": data["test"],
+            f"{OOD_VAL_PREFIX}oos_val": data["oos_val"][["text"]],
+            "ood_oos_test": data["oos_test"][["text"]],
+            OUTLIERS_SPLIT: data["oos_train"][["text"]],
         }
+        has_labels, text_column = True, "text"
     else:
-        val = load_table(val_path, text_column=text_column, label_column=label_column)
-        order = rng.permutation(len(val))
-        half = len(val) // 2
-        parts = {"train": train, "calibration": val.iloc[order[:half]], "in_test": val.iloc[order[half:]]}
-    texts = {split: frame["text"].tolist() for split, frame in parts.items()}
-    labels = {
-        split: (frame["label"].tolist() if "label" in frame.columns else None) for split, frame in parts.items()
-    }
-    for path in ood_paths:
-        stem = Path(path).stem
-        name = stem if stem.startswith("ood_") else f"ood_{stem}"
-        texts[name] = load_table(path, text_column=text_column)["text"].tolist()
-        labels[name] = None
-    if outliers_path is not None:
-        texts[OUTLIERS_SPLIT] = load_table(outliers_path, text_column=text_column)["text"].tolist()
-        labels[OUTLIERS_SPLIT] = None
-    return TextSplits(texts, labels)
+        from flows.data.text_data import load_table
+
+        def read(path, labelled: bool) -> pd.DataFrame:
+            return load_table(
+                path, text_column=source.text_column, label_column=source.label_column if labelled else None
+            )
+
+        train = read(source.train, True)
+        if source.val is None:
+            order = rng.permutation(len(train))
+            n_hold = int(0.15 * len(train))
+            frames = {
+                "train": train.iloc[order[2 * n_hold :]],
+                "calibration": train.iloc[order[:n_hold]],
+                "in_test": train.iloc[order[n_hold : 2 * n_hold]],
+            }
+        else:
+            val = read(source.val, True)
+            order = rng.permutation(len(val))
+            half = len(val) // 2
+            frames = {"train": train, "calibration": val.iloc[order[:half]], "in_test": val.iloc[order[half:]]}
+        for path in source.ood_val:
+            frames[ood_split_name(path, validation=True)] = read(path, False)
+        for path in source.ood_test:
+            frames[ood_split_name(path, validation=False)] = read(path, False)
+        if source.outliers is not None:
+            frames[OUTLIERS_SPLIT] = read(source.outliers, False)
+        has_labels, text_column = source.label_column is not None, source.text_column
+    paths = {}
+    for split, frame in frames.items():
+        columns = ["text"] + ([LABEL_COLUMN] if LABEL_COLUMN in frame.columns else [])
+        # Keep the source's row numbers: the text checks name rows of the user's file.
+        frame = frame[columns].copy()
+        frame["source_row"] = frame.index.to_numpy()
+        paths[split] = str(out_dir / f"{split}.parquet")
+        frame.to_parquet(paths[split], index=False)
+    return TextSplitFiles(paths=paths, has_labels=has_labels, text_column=text_column)
 
 
-def write_embedded_splits(splits: TextSplits, out_dir: Path, progress: bool = True) -> dict[str, Path]:
-    """Embed every split (through the on-disk cache) and write `<split>.parquet` with emb_* columns."""
-    from flows.data.featurize import EmbeddingCache, TextEmbedder, embed_with_cache
+class TextCheckFailed(ValueError):
+    """A text split failed its checks; the run stops before anything is embedded or trained."""
 
-    embedder, cache = TextEmbedder(), EmbeddingCache()
-    all_texts = [t for texts in splits.texts.values() for t in texts]
-    vectors, stats = embed_with_cache(all_texts, embedder, cache, progress=progress)
-    print(
-        f"embedded {len(all_texts)} texts: {stats.n_hits} from cache, {stats.n_misses} new, {stats.seconds:.1f} s"
+    def __init__(self, results: list, result_path: Path):
+        self.results = results
+        self.result_path = result_path
+        lines = [f"text checks failed (full result: {result_path}):"]
+        for result in results:
+            lines.append(f"- {result.dataset_name}:")
+            lines.extend(f"    {line}" for line in result.summary().splitlines())
+        super().__init__("\n".join(lines))
+
+    def __reduce__(self):  # Prefect may pickle a task's exception
+        return (type(self), (self.results, self.result_path))
+
+
+def check_text_splits(files: TextSplitFiles, out_path: Path) -> Path:
+    """Run the GX text suites on every split, leakage of held-out queries into train, and OOD
+    queries that are also in-distribution queries. Writes the result; raises TextCheckFailed.
+
+    Blank, undecodable, control-character or over-long queries fail, and so does a query that
+    carries two labels, a missing label, or an OOD query that is also an in-distribution query.
+    Repeated queries with one label are a warning (harmless for training; they are counted once
+    in the embedding cache).
+    """
+    from flows.data.text_checks import (
+        TextDatasetSpec,
+        check_ood_reference_overlap,
+        check_split_leakage,
+        check_text_dataset,
     )
+
+    frames = {split: pd.read_parquet(path) for split, path in files.paths.items()}
+    for frame in frames.values():
+        frame.index = frame.pop("source_row").to_numpy()
+    results = []
+    train_labels = None
+    if files.has_labels:
+        train_labels = tuple(sorted(set(frames["train"][LABEL_COLUMN].dropna().astype(str))))
+    for split, frame in frames.items():
+        labelled = LABEL_COLUMN in frame.columns
+        spec = TextDatasetSpec(
+            text_column="text",
+            label_column=LABEL_COLUMN if labelled else None,
+            # calibration/test labels must be training labels; train itself only needs no conflicts
+            allowed_labels=train_labels if labelled and split != "train" and train_labels else None,
+            min_rows=20 if split == "train" else 1,
+            duplicates="warn",
+            label_conflicts="fail",
+        )
+        results.append(check_text_dataset(frame, spec, dataset_name=split))
+    in_distribution = pd.concat([frames[s]["text"] for s in IN_DISTRIBUTION_TEXT_SPLITS if s in frames])
+    for split in ("calibration", "in_test"):
+        if split in frames:
+            results.append(
+                check_split_leakage(frames["train"]["text"], frames[split]["text"], name=f"leakage train -> {split}")
+            )
+    for split, frame in frames.items():
+        if split.startswith("ood_") or split == OUTLIERS_SPLIT:
+            results.append(
+                check_ood_reference_overlap(in_distribution, frame["text"], name=f"{split} vs in-distribution")
+            )
+    results = [_with_user_column(r, files.text_column) for r in results]
+    out_path = Path(out_path)
+    write_text_atomic(
+        out_path,
+        json.dumps(
+            {"success": all(r.success for r in results), "checks": [r.to_dict() for r in results]}, indent=2
+        ),
+    )
+    failed = [r for r in results if not r.success]
+    if failed:
+        raise TextCheckFailed(failed, out_path)
+    return out_path
+
+
+def _with_user_column(result, text_column: str):
+    """Name the user's text column in outcomes (the split files call it `text`)."""
+    from dataclasses import replace
+
+    if text_column == "text":
+        return result
+    outcomes = tuple(replace(o, column=text_column) if o.column == "text" else o for o in result.outcomes)
+    return replace(result, outcomes=outcomes)
+
+
+def embed_text_splits(files: TextSplitFiles, out_dir: Path, progress: bool = True) -> dict[str, str]:
+    """Embed every split through the on-disk cache, check the vectors, and write `<split>.parquet`
+    with emb_* columns (and `label`)."""
+    from flows.data.data_checks import raise_for_failures
+    from flows.data.featurize import EmbeddingCache, TextEmbedder, embed_with_cache
+    from flows.data.text_checks import check_embeddings
+
+    frames = {split: pd.read_parquet(path) for split, path in files.paths.items()}
+    embedder, cache = TextEmbedder(), EmbeddingCache()
+    all_texts = [t for frame in frames.values() for t in frame["text"].tolist()]
+    vectors, stats = embed_with_cache(all_texts, embedder, cache, progress=progress)
+    print(f"embedded {len(all_texts)} texts: {stats.n_hits} from cache, {stats.n_misses} new, {stats.seconds:.1f} s")
+    raise_for_failures(
+        check_embeddings(vectors, embedder.dim, EMBEDDING_NORM_RANGE, name="embeddings", expected_rows=len(all_texts))
+    )
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = embedding_columns(vectors.shape[1])
     paths, start = {}, 0
-    for split, texts in splits.texts.items():
-        frame = pd.DataFrame(vectors[start : start + len(texts)].astype(np.float64), columns=columns)
-        start += len(texts)
-        labels = splits.labels.get(split)
-        if labels is not None:
-            frame[LABEL_COLUMN] = [str(label) for label in labels]
-        paths[split] = out_dir / f"{split}.parquet"
-        frame.to_parquet(paths[split], index=False)
+    for split, frame in frames.items():
+        out = pd.DataFrame(vectors[start : start + len(frame)].astype(np.float64), columns=columns)
+        start += len(frame)
+        if LABEL_COLUMN in frame.columns:
+            out[LABEL_COLUMN] = frame[LABEL_COLUMN].astype(str).to_numpy()
+        paths[split] = str(out_dir / f"{split}.parquet")
+        out.to_parquet(paths[split], index=False)
     return paths

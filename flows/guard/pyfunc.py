@@ -9,7 +9,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
-from ebm_core import EnergyDetector, conformal_p_values
+from ebm_core import Detector, conformal_p_values, load_detector
 from flows.guard.input_checks import InvalidGuardInput, max_rows, validate_guard_input
 
 DETECTOR_ARTIFACT = "detector"
@@ -27,14 +27,16 @@ class EnergyGuardModel(PythonModel):
 
         configure_torch_threads()  # OpenMP threads make a one-row forward pass many times slower
         detector_dir = Path(context.artifacts[DETECTOR_ARTIFACT])
-        self.detector = EnergyDetector.load(detector_dir)
+        self.detector = load_detector(detector_dir)  # any detector kind, by its detector.json
         self.embedder = None
+        self.featurizer = None  # the featurizer's JSON description (name, ...) for a text guard
         if (detector_dir / FEATURIZER_FILE).exists():
             from flows.data.featurize import TextEmbedder
 
             featurizer = json.loads((detector_dir / FEATURIZER_FILE).read_text())
             if featurizer["name"] not in KNOWN_FEATURIZERS:
                 raise MlflowException(f"unknown featurizer {featurizer['name']!r} in the model's artifacts")
+            self.featurizer = featurizer
             self.embedder = TextEmbedder()
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
@@ -70,7 +72,7 @@ def embed_text_frame(embedder, model_input: pd.DataFrame, feature_names: list[st
     return pd.DataFrame(vectors.astype("float64"), columns=feature_names)
 
 
-def score_frame(detector: EnergyDetector, model_input) -> pd.DataFrame:
+def score_frame(detector: Detector, model_input) -> pd.DataFrame:
     """energy, p_value and is_ood per row; bad rows raise an MlflowException the caller can read."""
     try:
         x = validate_guard_input(model_input, detector.feature_names_in_)

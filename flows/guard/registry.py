@@ -1,4 +1,7 @@
-"""MLflow adapter: tracking runs, registering guard versions, aliases. Aliases only, never stages."""
+"""The MLflow adapter: tracking runs, registering guard versions, aliases, version tags, artifacts.
+Aliases only, never stages. The rest of the code reaches MLflow through the functions here (and a
+registered model through `flows.guard.guard.Guard.load`); nothing outside `flows/guard/` imports mlflow.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +18,23 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
 from flows import settings
+from flows.guard.names import (  # noqa: F401 - re-exported: the registry's names live with it
+    CHALLENGER,
+    CHAMPION,
+    DEFAULT_CHALLENGER_URI,
+    DEFAULT_CHAMPION_URI,
+    DEFAULT_MODEL_NAME,
+    alias_uri,
+    parse_model_uri,
+    version_uri,
+)
 
-CHALLENGER = "challenger"
-CHAMPION = "champion"
 MODEL_ARTIFACT_NAME = "guard"
 ENTRY_FILE = Path(__file__).with_name("pyfunc_entry.py")
+METRICS_PER_BATCH = 1000
+
+# What the registry raises for a missing version, a bad request or a server error.
+RegistryError = MlflowException
 
 
 @dataclass(frozen=True)
@@ -105,25 +120,26 @@ def log_and_register(
         version=version,
         run_id=run.info.run_id,
         aliases=tuple(aliases),
-        model_uri=f"models:/{model_name}/{version}",
+        model_uri=version_uri(model_name, version),
     )
 
 
 def log_step_metrics(client: MlflowClient, run_id: str, series: dict[str, list[tuple[int, float]]]) -> None:
     """Training telemetry (e_pos, e_neg, gradient norms, ...) as step metrics, in batches."""
+    points = [(f"train.{name}", value, step) for name, values in series.items() for step, value in values]
+    _log_metric_points(client, run_id, points)
+
+
+def _log_metric_points(client: MlflowClient, run_id: str, points: list[tuple[str, float, int]]) -> None:
+    """(key, value, step) triples, finite values only, in batches of METRICS_PER_BATCH."""
     import time
 
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    metrics = [
-        Metric(f"train.{name}", float(value), now, int(step))
-        for name, points in series.items()
-        for step, value in points
-        if np.isfinite(value)
-    ]
-    for start in range(0, len(metrics), 1000):
-        client.log_batch(run_id, metrics=metrics[start : start + 1000])
+    metrics = [Metric(key, float(value), now, int(step)) for key, value, step in points if np.isfinite(value)]
+    for start in range(0, len(metrics), METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=metrics[start : start + METRICS_PER_BATCH])
 
 
 def serving_requirements() -> list[str]:
@@ -156,8 +172,109 @@ def get_alias_version(model_name: str, alias: str) -> str | None:
         raise
 
 
+def set_alias(model_name: str, alias: str, version: str) -> None:
+    """Point `alias` at `version` (moving it when it points elsewhere)."""
+    MlflowClient().set_registered_model_alias(model_name, alias, str(version))
+
+
+def resolve_model_uri(model_uri: str) -> tuple[str, str]:
+    """models:/<name>@<alias> or models:/<name>/<version> -> (name, fixed version). ValueError for any
+    other form, LookupError when the alias does not exist."""
+    name, alias, version = parse_model_uri(model_uri)
+    if alias is not None:
+        configure_tracking()
+        version = get_alias_version(name, alias)
+        if version is None:
+            raise LookupError(f"model {name!r} has no alias {alias!r} (nothing registered yet?)")
+    return name, str(version)
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    model_name: str
+    version: str
+    run_id: str | None
+    aliases: tuple[str, ...]
+    tags: dict[str, str]
+
+
+def get_version(model_name: str, version: str) -> VersionInfo:
+    """A registered version's run, aliases and tags; raises RegistryError when it does not exist."""
+    found = MlflowClient().get_model_version(model_name, str(version))
+    return VersionInfo(
+        model_name=model_name,
+        version=str(found.version),
+        run_id=found.run_id or None,
+        aliases=tuple(sorted(found.aliases)),
+        tags=dict(found.tags),
+    )
+
+
 def version_aliases(model_name: str, version: str) -> tuple[str, ...]:
-    return tuple(sorted(MlflowClient().get_model_version(model_name, version).aliases))
+    return get_version(model_name, version).aliases
+
+
+def tag_version(model_name: str, version: str, tags: dict[str, object]) -> None:
+    """Set tags on a model version (values as strings)."""
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, str(version), key, str(value))
+
+
+def load_pyfunc(model_uri: str):
+    """The MLflow pyfunc of a model URI (`Guard.load` is the way in for the rest of the code)."""
+    configure_tracking()
+    return mlflow.pyfunc.load_model(model_uri)
+
+
+def download_artifact(run_id: str, artifact_path: str, dst_dir: Path) -> Path:
+    """One artifact of a run, copied under dst_dir; raises when the run or the artifact is missing."""
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=str(dst_dir)))
+
+
+# --- runs outside `log_and_register`: promotion audit runs, monitoring runs --------------------
+
+
+def create_run(experiment_name: str, run_name: str | None = None, tags: dict[str, str] | None = None) -> str:
+    """A new run (status RUNNING until `finish_run`) in `experiment_name`, created when missing."""
+    experiment_id = ensure_experiment(experiment_name)
+    return MlflowClient().create_run(experiment_id, run_name=run_name, tags=tags or {}).info.run_id
+
+
+def run_exists(run_id: str) -> bool:
+    """False for a deleted run or one on a different tracking server."""
+    try:
+        MlflowClient().get_run(run_id)
+    except Exception:  # noqa: BLE001 - any failure to read it means "look it up again"
+        return False
+    return True
+
+
+def find_run(experiment_name: str, tags: dict[str, str]) -> str | None:
+    """The id of one run of `experiment_name` carrying all `tags`, or None."""
+    experiment_id = ensure_experiment(experiment_name)
+    filter_string = " and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
+    found = MlflowClient().search_runs([experiment_id], filter_string=filter_string, max_results=1)
+    return found[0].info.run_id if found else None
+
+
+def log_params(run_id: str, params: dict[str, object]) -> None:
+    from mlflow.entities import Param
+
+    MlflowClient().log_batch(run_id, params=[Param(key, str(value)) for key, value in params.items()])
+
+
+def log_metrics(run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    """Metrics at one step, in one batch; non-finite values are skipped."""
+    _log_metric_points(MlflowClient(), run_id, [(key, value, step) for key, value in metrics.items()])
+
+
+def log_artifacts(run_id: str, directory: Path, artifact_path: str | None = None) -> None:
+    MlflowClient().log_artifacts(run_id, str(directory), artifact_path=artifact_path)
+
+
+def finish_run(run_id: str, status: str = "FINISHED") -> None:
+    MlflowClient().set_terminated(run_id, status)
 
 
 def write_json(path: Path, payload: dict) -> Path:

@@ -24,8 +24,9 @@ import urllib.request
 from pathlib import Path
 
 from flows import settings
+from flows.guard.names import DEFAULT_CHAMPION_URI
 
-DEFAULT_MODEL_URI = "models:/ebm-guard@champion"
+DEFAULT_MODEL_URI = DEFAULT_CHAMPION_URI
 
 
 def serve_args(

@@ -4,7 +4,8 @@ A traffic batch is one Parquet or CSV file in a folder (a `timestamp` column, a 
 model's vector columns, an optional `feedback` column: 1 = a person marked the input as a problem).
 The `monitor` flow
 
-1. resolves the model (default `models:/ebm-guard@champion`) to a fixed version and loads it;
+1. resolves the model (default `models:/ebm-guard@champion`) to a fixed version and loads it
+   (`flows.guard.guard.Guard.load`);
 2. reads the monitoring state `$EBMOPS_HOME/monitoring/<model>-v<version>.json` (processed file
    names with content hashes, per-batch counts, the energies of the last window, the sequential
    detector's state); every file not yet processed (by name and content hash) is new, in name order;
@@ -21,20 +22,18 @@ The step functions here are plain functions (tested without Prefect); the flow o
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from evaluation.files import file_sha256, write_json_atomic
 from evaluation.monitoring import (
     BatchRecord,
     PostLaunchSummary,
@@ -47,10 +46,14 @@ from evaluation.monitoring import (
     flag_rate_test,
 )
 from flows import settings
+from flows.guard.names import DEFAULT_CHAMPION_URI, DEFAULT_MODEL_NAME
 
-DEFAULT_MODEL_URI = "models:/ebm-guard@champion"
+if TYPE_CHECKING:
+    from flows.guard.guard import Guard
+
+DEFAULT_MODEL_URI = DEFAULT_CHAMPION_URI
 ALARM_EVENT = "ebmops.monitor.alarm"
-MONITORING_EXPERIMENT = "ebm-guard-monitoring"
+MONITORING_EXPERIMENT = f"{DEFAULT_MODEL_NAME}-monitoring"
 TAG_KIND = "ebmops.kind"
 TAG_MODEL = "ebmops.monitoring.model"
 TAG_VERSION = "ebmops.monitoring.version"
@@ -76,47 +79,6 @@ class MonitorConfig:
         from dataclasses import asdict
 
         return asdict(self)
-
-
-# --- model --------------------------------------------------------------------------------------
-
-
-@dataclass
-class LoadedGuard:
-    name: str
-    version: str
-    detector: Any  # ebm_core.EnergyDetector
-    embedder: Any | None
-
-
-def resolve_model(model_uri: str) -> tuple[str, str]:
-    """models:/<name>@<alias> or models:/<name>/<version> -> (name, version)."""
-    from flows.guard import registry
-
-    if not model_uri.startswith("models:/"):
-        raise ValueError(f"model_uri must look like models:/<name>@<alias> or models:/<name>/<version>, got {model_uri!r}")
-    rest = model_uri.removeprefix("models:/")
-    if "@" in rest:
-        name, alias = rest.split("@", 1)
-        version = registry.get_alias_version(name, alias)
-        if version is None:
-            raise LookupError(f"model {name!r} has no alias {alias!r} (nothing registered yet?)")
-        return name, version
-    name, _, version = rest.partition("/")
-    if not version.isdigit():
-        raise ValueError(f"cannot read a model version from {model_uri!r}")
-    return name, version
-
-
-def load_guard(model_uri: str) -> LoadedGuard:
-    import mlflow
-
-    from flows.guard import registry
-
-    registry.configure_tracking()
-    name, version = resolve_model(model_uri)
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
-    return LoadedGuard(name=name, version=version, detector=model.detector, embedder=model.embedder)
 
 
 # --- state --------------------------------------------------------------------------------------
@@ -154,24 +116,7 @@ def load_state(path: Path, model_name: str, version: str, config: MonitorConfig)
 
 def save_state(path: Path, state: dict[str, Any]) -> Path:
     """Atomic: write a temporary file in the same folder, then rename it over the old one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(state, handle, allow_nan=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return write_json_atomic(path, state)
 
 
 def find_new_files(directory: Path, state: dict[str, Any]) -> list[tuple[Path, str]]:
@@ -218,7 +163,7 @@ def _columns_of(path: Path) -> list[str]:
     return [str(c) for c in pq.read_schema(path).names]
 
 
-def score_batch(path: Path, guard: LoadedGuard, config: MonitorConfig) -> ScoredBatch:
+def score_batch(path: Path, guard: Guard, config: MonitorConfig) -> ScoredBatch:
     """Read one batch file, embed text if the guard takes text, score: energies, p-values, flags."""
     from flows.data.text_data import load_table
 
@@ -243,7 +188,7 @@ def score_batch(path: Path, guard: LoadedGuard, config: MonitorConfig) -> Scored
             raise ValueError(f"{path}: empty or missing text in data rows {bad[:5]}")
         x, _ = embed_with_cache(texts, guard.embedder, progress=False)
     else:
-        names = detector.feature_names_in_ or [f"x{i}" for i in range(detector.n_features_in_)]
+        names = guard.feature_names
         frame = load_table(path, vector_columns=list(names), **optional)
         x = frame[list(names)].to_numpy(dtype=np.float64)
     if len(frame) == 0:
@@ -269,7 +214,7 @@ def score_batch(path: Path, guard: LoadedGuard, config: MonitorConfig) -> Scored
 
 
 def update_with_batch(
-    state: dict[str, Any], scored: ScoredBatch, digest: str, guard: LoadedGuard, config: MonitorConfig
+    state: dict[str, Any], scored: ScoredBatch, digest: str, guard: Guard, config: MonitorConfig
 ) -> BatchRecord:
     """Batch and window statistics, detector update; mutates `state` (not yet saved)."""
     detector = guard.detector
@@ -345,50 +290,36 @@ def batch_metrics(record: BatchRecord) -> dict[str, float]:
 # --- MLflow, events, retraining --------------------------------------------------------------------
 
 
-def monitoring_run_id(guard: LoadedGuard, config: MonitorConfig, known_run_id: str | None) -> str:
+def monitoring_run_id(guard: Guard, config: MonitorConfig, known_run_id: str | None) -> str:
     """The monitoring run of this model version: the one in the state, else found by tags, else new."""
-    from mlflow import MlflowClient
-
     from flows.guard import registry
 
     registry.configure_tracking()
-    client = MlflowClient()
-    if known_run_id:
-        try:
-            client.get_run(known_run_id)
-            return known_run_id
-        except Exception:  # deleted run or a different tracking server: look it up again
-            pass
-    experiment_id = registry.ensure_experiment(config.experiment_name)
-    found = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{TAG_MODEL}` = '{guard.name}' and tags.`{TAG_VERSION}` = '{guard.version}'",
-        max_results=1,
-    )
+    if known_run_id and registry.run_exists(known_run_id):
+        return known_run_id
+    # a deleted run or one on a different tracking server: look it up again
+    found = registry.find_run(config.experiment_name, {TAG_MODEL: guard.name, TAG_VERSION: guard.version})
     if found:
-        return found[0].info.run_id
-    run = client.create_run(
-        experiment_id,
-        tags={TAG_KIND: "monitoring", TAG_MODEL: guard.name, TAG_VERSION: guard.version},
+        return found
+    run_id = registry.create_run(
+        config.experiment_name,
         run_name=f"monitor-{guard.name}-v{guard.version}",
+        tags={TAG_KIND: "monitoring", TAG_MODEL: guard.name, TAG_VERSION: guard.version},
     )
-    client.log_param(run.info.run_id, "model_uri", f"models:/{guard.name}/{guard.version}")
-    client.log_param(run.info.run_id, "expected_run_length", config.expected_run_length)
-    client.log_param(run.info.run_id, "window", config.window)
-    client.set_terminated(run.info.run_id, "FINISHED")
-    return run.info.run_id
+    registry.log_params(
+        run_id, {"model_uri": guard.uri, "expected_run_length": config.expected_run_length, "window": config.window}
+    )
+    registry.finish_run(run_id)
+    return run_id
 
 
 def log_batch_to_mlflow(run_id: str, record: BatchRecord) -> None:
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric
+    from flows.guard import registry
 
-    now = int(time.time() * 1000)
-    metrics = [Metric(k, v, now, record.index) for k, v in batch_metrics(record).items()]
-    MlflowClient().log_batch(run_id, metrics=metrics)
+    registry.log_metrics(run_id, batch_metrics(record), step=record.index)
 
 
-def emit_alarm(guard: LoadedGuard, record: BatchRecord, config: MonitorConfig) -> str | None:
+def emit_alarm(guard: Guard, record: BatchRecord, config: MonitorConfig) -> str | None:
     from prefect.events import emit_event
 
     event = emit_event(
@@ -426,7 +357,7 @@ def trigger_retraining(config: MonitorConfig) -> str:
 # --- the flow -----------------------------------------------------------------------------------
 
 
-def summarise(state: dict[str, Any], guard: LoadedGuard, config: MonitorConfig, records: list[BatchRecord]) -> PostLaunchSummary:
+def summarise(state: dict[str, Any], guard: Guard, config: MonitorConfig, records: list[BatchRecord]) -> PostLaunchSummary:
     detector = guard.detector
     alpha = float(config.alpha if config.alpha is not None else detector.alpha_)
     n_inputs = sum(p["n"] for p in state["processed"])
@@ -452,7 +383,7 @@ def summarise(state: dict[str, Any], guard: LoadedGuard, config: MonitorConfig, 
 
 @task(name="monitor-batch", cache_policy=NO_CACHE)
 def process_batch(
-    path: Path, digest: str, guard: LoadedGuard, config: MonitorConfig, state: dict, state_file: Path
+    path: Path, digest: str, guard: Guard, config: MonitorConfig, state: dict, state_file: Path
 ) -> tuple[BatchRecord, dict]:
     """Score, update statistics, log to MLflow, save the state; returns the record and new state."""
     import copy
@@ -469,10 +400,12 @@ def process_batch(
 def monitor(directory: Path, config: MonitorConfig | None = None) -> dict[str, Any]:
     """One monitoring pass over `directory`; returns the post-launch summary as a dict, with the
     alarm events and retraining messages under "actions"."""
+    from flows.guard.guard import Guard
+
     config = config or MonitorConfig()
     settings.configure_torch_threads()
     logger = get_run_logger()
-    guard = load_guard(config.model_uri)
+    guard = Guard.load(config.model_uri)
     path = state_path(guard.name, guard.version)
     state = load_state(path, guard.name, guard.version, config)
     state["mlflow_run_id"] = monitoring_run_id(guard, config, state.get("mlflow_run_id"))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fcntl
 import getpass
-import hashlib
 import json
 import os
 import time
@@ -88,14 +87,6 @@ def current_actor(actor: str | None = None) -> str:
         return getpass.getuser()
     except Exception:  # no login name (some containers)
         return f"uid:{os.getuid()}"
-
-
-def sha256_bytes(data: bytes) -> str:
-    return f"sha256:{hashlib.sha256(data).hexdigest()}"
-
-
-def sha256_file(path: str | Path) -> str:
-    return sha256_bytes(Path(path).read_bytes())
 
 
 def append_entry(entry: dict[str, Any], path: Path | None = None) -> Path:

@@ -1,4 +1,5 @@
-"""Evaluate a registered guard (any model URI) on files a user gives: the `ebmops evaluate` command."""
+"""Evaluate a registered guard (models:/<name>@<alias> or models:/<name>/<version>) on files a user
+gives: the `ebmops evaluate` command."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation.files import file_fingerprint
 from evaluation.report import EvalReport, build_report
-from flows.guard import registry
-from flows.pipeline.steps import file_fingerprint
+from flows.guard.guard import Guard
 
 
 def evaluate_model(
@@ -20,15 +21,12 @@ def evaluate_model(
     vector_columns: str | None,
     report_path: Path,
 ) -> EvalReport:
-    import mlflow
-
-    from evaluation.html_report import write_html
+    from evaluation.render.report_page import write_html
     from flows.data.text_data import load_table
 
-    registry.configure_tracking()
     started = time.perf_counter()
-    model = mlflow.pyfunc.load_model(model_uri)
-    detector = model.unwrap_python_model().detector
+    guard = Guard.load(model_uri)
+    detector = guard.detector
     paths = {"in_test": Path(in_path)}
     for path in ood_paths:
         stem = Path(path).stem
@@ -40,7 +38,7 @@ def evaluate_model(
             model_input = frame[["text"]]
         else:
             model_input = frame[frame.attrs["vector_columns"]]
-        split_scores[split] = np.asarray(model.predict(model_input)["energy"], dtype=np.float64)
+        split_scores[split] = np.asarray(guard.score(model_input)["energy"], dtype=np.float64)
     report = build_report(
         split_scores,
         in_distribution_split="in_test",

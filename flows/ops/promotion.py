@@ -28,17 +28,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow
-from mlflow import MlflowClient
 from prefect import flow, task
 
+from evaluation.files import file_fingerprint, write_json_atomic
 from flows import settings
-
+from flows.guard import registry
+from flows.guard.guard import Guard
+from flows.guard.names import DEFAULT_MODEL_NAME
 from flows.ops import audit
 
-from flows.guard import registry
-
-DEFAULT_MODEL_NAME = "ebm-guard"
 DEFAULT_GATES_PATH = Path(__file__).resolve().parents[1] / "pipeline" / "configs" / "gates.yaml"
 IN_DISTRIBUTION_SPLIT = "in_test"
 TAG_PREFIX = "ebmops.promotion"
@@ -117,10 +115,9 @@ def evaluate_version(
     """Score one registered version on the evaluation data; write its EvalReport JSON to out_path."""
     from evaluation.report import build_report
     from flows.data.datasets import read_vectors
-    from flows.pipeline.steps import file_fingerprint
 
-    model_uri = f"models:/{model_name}/{version}"
-    detector = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().detector
+    guard = Guard.load(registry.version_uri(model_name, version))
+    detector = guard.detector
     splits = eval_splits(Path(data_dir))
     features = list(detector.feature_names_in_)
     scores = {split: detector.score(read_vectors(path, features)) for split, path in splits.items()}
@@ -130,7 +127,7 @@ def evaluate_version(
         ood_splits=[s for s in splits if s != IN_DISTRIBUTION_SPLIT],
         threshold=detector.threshold_,
         alpha=detector.alpha_,
-        model_uri=model_uri,
+        model_uri=guard.uri,
         dataset_fingerprints={split: file_fingerprint(path) for split, path in splits.items()},
         n_bootstrap=n_bootstrap,
         seed=seed,
@@ -141,14 +138,12 @@ def evaluate_version(
 
 def version_data_checks_passed(model_name: str, version: str) -> bool | None:
     """Whether the training data of a version passed its checks (the run's data_checks artifact)."""
-    run_id = MlflowClient().get_model_version(model_name, version).run_id
+    run_id = registry.get_version(model_name, version).run_id
     if not run_id:
         return None
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path="data_checks/data_checks.json", dst_path=tmp
-            )
+            path = registry.download_artifact(run_id, "data_checks/data_checks.json", Path(tmp))
         except Exception:  # no such artifact: not recorded
             return None
         try:
@@ -175,12 +170,12 @@ def promote(
     lock_timeout_s: float = 600.0,
 ) -> PromotionResult:
     """Compare challenger with champion on the same current data; move `champion` when every gate passes."""
-    from evaluation.compare import Gates, compare_reports, gate_table
+    from evaluation.compare import Gates, compare_reports
+    from evaluation.render.tables import gate_table
     from evaluation.report import EvalReport
 
     settings.configure_torch_threads()
     registry.configure_tracking()
-    client = MlflowClient()
     gates_file = Path(gates_path) if gates_path else DEFAULT_GATES_PATH
     gates = Gates.from_yaml(gates_file)
     eval_dir = resolve_eval_data(data_dir)
@@ -214,7 +209,7 @@ def promote(
 
         if challenger is None:
             raise PromotionError(f"model {model_name!r} has no {registry.CHALLENGER!r} alias: nothing to promote")
-        rolled_back = client.get_model_version(model_name, challenger).tags.get(ROLLED_BACK_TAG)
+        rolled_back = registry.get_version(model_name, challenger).tags.get(ROLLED_BACK_TAG)
         if champion == challenger:
             decision, after = NOOP, champion
             message = f"version {challenger} is already the champion; nothing to do"
@@ -229,7 +224,7 @@ def promote(
             for role, version in roles.items():
                 path = evaluate_task(model_name, version, eval_dir, work / f"{role}-v{version}.json", n_bootstrap)
                 report_paths[role] = str(path)
-                entry["reports"][role] = {"version": version, "sha256": audit.sha256_file(path)}
+                entry["reports"][role] = {"version": version, "sha256": file_fingerprint(path)}
             entry["data_fingerprints"] = EvalReport.read_json(report_paths["challenger"]).dataset_fingerprints
             if champion is None:
                 decision, after = PROMOTED, challenger
@@ -241,7 +236,7 @@ def promote(
                     gates,
                 )
                 comparison_path = comparison.write_json(work / "comparison.json")
-                entry["comparison_sha256"] = audit.sha256_file(comparison_path)
+                entry["comparison_sha256"] = file_fingerprint(comparison_path)
                 entry["gate_table"] = [
                     {k: row[k] for k in ("gate", "split", "result", "message")} for row in gate_table(comparison)
                 ]
@@ -254,15 +249,15 @@ def promote(
                     message = f"gate(s) {', '.join(failed)} failed: version {champion} stays champion"
 
         if decision == PROMOTED:
-            client.set_registered_model_alias(model_name, registry.CHAMPION, after)
+            registry.set_alias(model_name, registry.CHAMPION, after)
         entry.update({"decision": decision, "champion_after": after, "message": message})
         # The log line is written before the MLflow bookkeeping: if that fails, the decision
         # (and any alias move) is still on record.
         audit.append_entry(entry)
         run_id = _log_audit_run(model_name, entry, work)
         entry["mlflow_run_id"] = run_id
-        _tag_versions(client, model_name, entry, {"champion": champion, "challenger": challenger})
-        (work / "entry.json").write_text(json.dumps(entry, indent=2, sort_keys=True))
+        _tag_versions(model_name, entry, {"champion": champion, "challenger": challenger})
+        write_json_atomic(work / "entry.json", entry, indent=2, sort_keys=True)
 
     print(f"[{decision}] {message}")
     return PromotionResult(
@@ -295,7 +290,6 @@ def rollback(
     """Restore the previous champion (from the audit log), or `to_version`; audited like a promotion.
     The version taken out of service is tagged `ebmops.rolled_back`, so a later `promote` refuses it."""
     registry.configure_tracking()
-    client = MlflowClient()
     who = audit.current_actor(actor)
     with audit.registry_lock(lock_timeout_s):
         current = registry.get_alias_version(model_name, registry.CHAMPION)
@@ -303,7 +297,7 @@ def rollback(
             raise PromotionError(f"model {model_name!r} has no champion to roll back")
         if to_version is not None:
             target = str(to_version)
-            client.get_model_version(model_name, target)  # raises when the version does not exist
+            registry.get_version(model_name, target)  # raises RegistryError when the version does not exist
         else:
             stack = audit.champion_stack(audit.read_entries(model_name=model_name))
             if stack and stack[-1] == current:
@@ -335,13 +329,13 @@ def rollback(
             "comparison_sha256": None,
             "message": message,
         }
-        client.set_registered_model_alias(model_name, registry.CHAMPION, target)
+        registry.set_alias(model_name, registry.CHAMPION, target)
         audit.append_entry(entry)  # on record before any MLflow bookkeeping that could fail
-        client.set_model_version_tag(model_name, current, ROLLED_BACK_TAG, f"{entry['time']} by {who} ({audit_id})")
+        registry.tag_version(model_name, current, {ROLLED_BACK_TAG: f"{entry['time']} by {who} ({audit_id})"})
         run_id = _log_audit_run(model_name, entry, work)
         entry["mlflow_run_id"] = run_id
-        _tag_versions(client, model_name, entry, {"rolled_back": current, "restored": target})
-        (work / "entry.json").write_text(json.dumps(entry, indent=2, sort_keys=True))
+        _tag_versions(model_name, entry, {"rolled_back": current, "restored": target})
+        write_json_atomic(work / "entry.json", entry, indent=2, sort_keys=True)
     print(f"[{ROLLED_BACK}] {message}")
     return PromotionResult(
         audit_id=audit_id,
@@ -389,15 +383,13 @@ def champion_history(model_name: str = DEFAULT_MODEL_NAME) -> list[dict[str, Any
 
 def _log_audit_run(model_name: str, entry: dict[str, Any], work: Path) -> str:
     """An MLflow run in `<model>-promotions` with the entry, both reports and the comparison."""
-    experiment_id = registry.ensure_experiment(f"{model_name}-promotions")
-    client = MlflowClient()
     name = (
         f"rollback v{entry['champion_before']} -> v{entry['champion_after']}"
         if entry["action"] == "rollback"
         else f"promote v{entry.get('challenger')} over v{entry.get('champion_before')}: {entry['decision']}"
     )
-    run = client.create_run(
-        experiment_id,
+    run_id = registry.create_run(
+        f"{model_name}-promotions",
         run_name=name,
         tags={
             "ebmops.audit.id": entry["audit_id"],
@@ -410,23 +402,21 @@ def _log_audit_run(model_name: str, entry: dict[str, Any], work: Path) -> str:
             "ebmops.audit.challenger": str(entry.get("challenger")),
         },
     )
-    run_id = run.info.run_id
     staged = work / "mlflow"
     staged.mkdir(exist_ok=True)
     (staged / "audit_entry.json").write_text(json.dumps({**entry, "mlflow_run_id": run_id}, indent=2, sort_keys=True))
     for path in work.glob("*.json"):
         if path.name != "entry.json":
             shutil.copy(path, staged / path.name)
-    client.log_artifacts(run_id, str(staged), artifact_path="promotion")
+    registry.log_artifacts(run_id, staged, artifact_path="promotion")
     passed = [r for r in entry.get("gate_table", []) if r["result"] == "PASS"]
     if entry.get("gate_table"):
-        client.log_metric(run_id, "gates_passed", float(len(passed)))
-        client.log_metric(run_id, "gates_total", float(len(entry["gate_table"])))
-    client.set_terminated(run_id, "FINISHED")
+        registry.log_metrics(run_id, {"gates_passed": float(len(passed)), "gates_total": float(len(entry["gate_table"]))})
+    registry.finish_run(run_id)
     return run_id
 
 
-def _tag_versions(client: MlflowClient, model_name: str, entry: dict[str, Any], roles: dict[str, str | None]) -> None:
+def _tag_versions(model_name: str, entry: dict[str, Any], roles: dict[str, str | None]) -> None:
     for role, version in roles.items():
         if version is None:
             continue
@@ -449,5 +439,4 @@ def _tag_versions(client: MlflowClient, model_name: str, entry: dict[str, Any], 
             f"{TAG_PREFIX}.last_audit_id": entry["audit_id"],
             f"{TAG_PREFIX}.{entry['audit_id']}": json.dumps(summary, sort_keys=True),
         }
-        for key, value in tags.items():
-            client.set_model_version_tag(model_name, version, key, str(value))
+        registry.tag_version(model_name, version, tags)

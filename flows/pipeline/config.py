@@ -9,25 +9,21 @@ from typing import Any
 import yaml
 
 from ebm_core import DetectorConfig, LangevinSampler, TrainConfig
+from flows.data.datasets import DigitsDataConfig
 
 DEMO_CONFIG_PATH = Path(__file__).with_name("configs") / "demo.yaml"
 CLINC150_CONFIG_PATH = Path(__file__).with_name("configs") / "clinc150.yaml"
 
 
 @dataclass(frozen=True)
-class DigitsDataConfig:
-    in_distribution_digits: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
-    ood_digits: tuple[int, ...] = (6, 7, 8, 9)
-    train_fraction: float = 0.4
-    calibration_fraction: float = 0.3
-    n_uniform_noise: int = 500
+class SelectionConfig:
+    """The selection stage: on (default), candidates from `search_space` (default: the packaged
+    flows/pipeline/configs/search_space.yaml) are chosen on validation data; off, `detector` is
+    trained as configured."""
 
-    def __post_init__(self):
-        overlap = set(self.in_distribution_digits) & set(self.ood_digits)
-        if overlap:
-            raise ValueError(f"digits {sorted(overlap)} are both in-distribution and OOD")
-        if not 0 < self.train_fraction + self.calibration_fraction < 1:
-            raise ValueError("train_fraction + calibration_fraction must leave a test share in (0, 1)")
+    enabled: bool = True
+    budget: str = "default"  # a key of the search space's `budgets` (multiplies training steps)
+    search_space: str | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +35,7 @@ class PipelineConfig:
     featurizer: str | None = None  # "all-MiniLM-L6-v2" when the guard takes raw text
     data: DigitsDataConfig = field(default_factory=DigitsDataConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
 
     def __post_init__(self):
         if not 0 < self.alpha < 1:
@@ -57,13 +54,16 @@ class PipelineConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PipelineConfig":
         data = dict(data)
-        unknown = set(data) - {"experiment_name", "model_name", "alpha", "seed", "featurizer", "data", "detector"}
+        unknown = set(data) - {
+            "experiment_name", "model_name", "alpha", "seed", "featurizer", "data", "detector", "selection"
+        }
         if unknown:
             raise ValueError(f"unknown config keys: {sorted(unknown)}")
         digits = {k: tuple(v) if isinstance(v, list) else v for k, v in (data.pop("data", {}) or {}).items()}
         return cls(
             data=DigitsDataConfig(**digits),
             detector=DetectorConfig.from_dict(data.pop("detector", {}) or {}),
+            selection=SelectionConfig(**(data.pop("selection", {}) or {})),
             **data,
         )
 
@@ -80,7 +80,13 @@ class PipelineConfig:
             raise ValueError(f"{path}: {error}") from error
 
     def with_objective(self, objective: str) -> "PipelineConfig":
-        return replace(self, detector=replace(self.detector, objective=objective))
+        """Train this one objective (the selection stage is turned off)."""
+        return replace(
+            self, detector=self.detector.with_objective(objective), selection=replace(self.selection, enabled=False)
+        )
+
+    def with_selection_budget(self, budget: str) -> "PipelineConfig":
+        return replace(self, selection=replace(self.selection, budget=budget))
 
     def with_training_steps(self, n_steps: int) -> "PipelineConfig":
         detector = replace(self.detector, train=replace(self.detector.train, n_steps=n_steps))
@@ -88,6 +94,11 @@ class PipelineConfig:
 
 
 def demo_config() -> PipelineConfig:
+    return PipelineConfig.from_yaml(DEMO_CONFIG_PATH)
+
+
+def default_config() -> PipelineConfig:
+    """Settings for any user's data: the same for every data set (the selection stage adapts)."""
     return PipelineConfig.from_yaml(DEMO_CONFIG_PATH)
 
 

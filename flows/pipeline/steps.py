@@ -3,7 +3,6 @@ without Prefect. Steps exchange paths, never large objects."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -12,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ebm_core import DetectorConfig, EnergyDetector
-from evaluation.json_io import write_text_atomic
+from ebm_core import DetectorConfig, EnergyDetector, load_detector
+from evaluation.files import file_fingerprint, write_text_atomic
 from evaluation.report import EvalReport, build_report
 from flows.guard import registry
 from flows.pipeline.config import PipelineConfig
@@ -26,8 +25,12 @@ from flows.data.datasets import (
     prepare_digits,
     read_vectors,
 )
+from flows.data.sources import DataSource, DigitsSource, VectorDirSource
+from flows.data.text_splits import OOD_VAL_PREFIX
+from flows.pipeline import selection
 
 DATA_CHECK_FILE = "data_checks.json"
+SELECTION_FILE = "selection.json"
 
 
 @dataclass(frozen=True)
@@ -64,18 +67,21 @@ class EvaluationOutputs:
     report_json: Path
     report_html: Path
     metrics: dict[str, float]
+    step_metrics: dict[str, list[tuple[int, float]]]  # training curve of the registered detector
 
 
-def load_data(config: PipelineConfig, run_dir: Path, data_dir: Path | None = None) -> PreparedData:
-    """Digits splits written for this run, or `<split>.parquet` files a user prepared in `data_dir`
-    (train, calibration, in_test, one or more ood_*; optionally outliers for margin training)."""
-    if data_dir is None:
+def load_data(config: PipelineConfig, run_dir: Path, source: DataSource | None = None) -> PreparedData:
+    """Digits splits written for this run, or the `<split>.parquet` files of a prepared folder
+    (train, calibration, in_test; OOD sets named ood_*.parquet, of which ood_val_* are validation
+    sets the selection stage may use; optionally outliers for margin-style objectives)."""
+    source = source or DigitsSource()
+    if isinstance(source, DigitsSource):
         split_paths = prepare_digits(config.data, Path(run_dir) / "data", seed=config.seed)
         feature_columns = tuple(pixel_columns())
         value_range, ood_splits = (0.0, DIGITS_PIXEL_MAX), DIGITS_OOD_SPLITS
         allowed_labels = tuple(int(d) for d in config.data.in_distribution_digits)
-    else:
-        data_dir = Path(data_dir)
+    elif isinstance(source, VectorDirSource):
+        data_dir = Path(source.directory)
         split_paths = {p.stem: p for p in sorted(data_dir.glob("*.parquet"))}
         missing = [s for s in IN_DISTRIBUTION_SPLITS if s not in split_paths]
         if missing:
@@ -84,8 +90,6 @@ def load_data(config: PipelineConfig, run_dir: Path, data_dir: Path | None = Non
                 f"(need {', '.join(IN_DISTRIBUTION_SPLITS)}; OOD sets are files named ood_*.parquet)"
             )
         ood_splits = tuple(s for s in split_paths if s.startswith("ood_"))
-        if not ood_splits:
-            raise FileNotFoundError(f"{data_dir}: no OOD set (files named ood_*.parquet)")
         train = pd.read_parquet(split_paths["train"])
         feature_columns = tuple(
             c for c in train.columns if c != LABEL_COLUMN and pd.api.types.is_numeric_dtype(train[c])
@@ -94,6 +98,8 @@ def load_data(config: PipelineConfig, run_dir: Path, data_dir: Path | None = Non
         allowed_labels = None
         if LABEL_COLUMN in train.columns:
             allowed_labels = tuple(sorted(train[LABEL_COLUMN].dropna().unique().tolist()))
+    else:
+        raise TypeError(f"load_data takes a DigitsSource or VectorDirSource, got {type(source).__name__}")
     return PreparedData(
         split_paths={k: str(v) for k, v in split_paths.items()},
         feature_columns=feature_columns,
@@ -139,34 +145,145 @@ def validate_data(data: PreparedData, run_dir: Path) -> Path:
 def train_detector(
     data: PreparedData, detector_config: DetectorConfig, seed: int, out_dir: Path, progress: bool = True
 ) -> Path:
+    """Train the one configured EnergyDetector (the selection stage turned off)."""
+    x_train, labels = read_training_rows(data)
+    callbacks = (TqdmProgress(f"training ({detector_config.objective_name})"),) if progress else ()
+    outliers = None
+    if "outliers" in data.split_paths and detector_config.objective_name == "margin":
+        outliers = read_vectors(data.path("outliers"), list(data.feature_columns))
+    try:
+        detector = EnergyDetector(detector_config).fit(
+            x_train,
+            labels,
+            outliers=outliers,
+            seed=seed,
+            feature_names=list(data.feature_columns),
+            callbacks=callbacks,
+        )
+    finally:
+        for callback in callbacks:
+            callback.close()
+    return detector.save(out_dir)
+
+
+def read_training_rows(data: PreparedData) -> tuple[np.ndarray, np.ndarray | None]:
+    """The training features (N, D) and labels (N,), or None when the data has no usable labels."""
     train = pd.read_parquet(data.path("train"))
     x_train = train[list(data.feature_columns)].to_numpy(dtype=np.float64)
-    labels = train[LABEL_COLUMN].to_numpy() if LABEL_COLUMN in train.columns else None
-    callbacks = (TqdmProgress(f"training ({detector_config.objective})"),) if progress else ()
-    outliers = None
-    if "outliers" in data.split_paths and detector_config.objective == "margin":
-        outliers = read_vectors(data.path("outliers"), list(data.feature_columns))
-    detector = EnergyDetector(detector_config).fit(
-        x_train,
-        y_train=labels,
-        outliers=outliers,
-        seed=seed,
-        feature_names=list(data.feature_columns),
-        callbacks=callbacks,
+    labels = None
+    if LABEL_COLUMN in train.columns:
+        column = train[LABEL_COLUMN]
+        if column.notna().all() and column.nunique() >= 2:
+            labels = column.to_numpy()
+    return x_train, labels
+
+
+# ---- the selection stage ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SelectionPlan:
+    folds_path: str
+    scheme: str
+    candidates: tuple[selection.CandidateSpec, ...]
+    step_scale: float
+    budget: str
+    search_space_path: str
+    n_folds: int
+    held_out: tuple
+
+
+def plan_selection(data: PreparedData, config: PipelineConfig, run_dir: Path) -> SelectionPlan:
+    """Choose the validation scheme, cut the folds and write them for the candidate tasks."""
+    space_path = Path(config.selection.search_space or selection.SEARCH_SPACE_PATH)
+    space = selection.SearchSpace.from_yaml(space_path)
+    x_train, labels = read_training_rows(data)
+    ood_val_splits = [s for s in data.ood_splits if s.startswith(OOD_VAL_PREFIX)]
+    ood_val = (
+        np.concatenate([read_vectors(data.path(s), list(data.feature_columns)) for s in ood_val_splits])
+        if ood_val_splits
+        else None
     )
-    for callback in callbacks:
-        callback.close()
+    scheme = selection.validation_scheme(labels is not None, ood_val is not None)
+    folds, _ = selection.make_folds(x_train, labels, scheme, space, config.seed)
+    folds_path = selection.save_folds(Path(run_dir) / "selection_folds.npz", x_train, labels, ood_val, folds)
+    return SelectionPlan(
+        folds_path=str(folds_path),
+        scheme=scheme,
+        candidates=space.usable(labels is not None),
+        step_scale=space.step_scale(config.selection.budget),
+        budget=config.selection.budget,
+        search_space_path=str(space_path),
+        n_folds=len(folds),
+        held_out=tuple(f.held_out for f in folds),
+    )
+
+
+def finish_selection(
+    plan: SelectionPlan,
+    results: list[selection.CandidateResult],
+    validation_baselines: dict[str, dict[str, float]],
+    run_dir: Path,
+    seconds: float,
+) -> Path:
+    """Add the compositions, apply the rule, compare with the baselines and write `selection.json`."""
+    space = selection.SearchSpace.from_yaml(plan.search_space_path)
+    results = list(results) + selection.compositions(list(results), space.composition_weights)
+    winner = selection.choose(results, space.tie_tolerance)
+    rank, warning = selection.baseline_warning(winner, validation_baselines)
+    outcome = selection.SelectionOutcome(
+        scheme=plan.scheme,
+        rule=space.rule,
+        winner=winner.name,
+        candidates=tuple(r.summary() for r in sorted(results, key=lambda r: -(r.auroc if r.ok else -1.0))),
+        n_folds=plan.n_folds,
+        held_out=plan.held_out,
+        budget=plan.budget,
+        seconds=seconds,
+        validation_baselines=validation_baselines,
+        validation_rank=rank,
+        warning=warning,
+    )
+    return outcome.write_json(Path(run_dir) / SELECTION_FILE)
+
+
+def fit_selected(
+    data: PreparedData, plan: SelectionPlan, selection_path: Path, seed: int, out_dir: Path, progress: bool = True
+) -> Path:
+    """Refit the chosen candidate on all the training rows and save it."""
+    space = selection.SearchSpace.from_yaml(plan.search_space_path)
+    outcome = selection.SelectionOutcome.read_json(selection_path)
+    chosen = next(c for c in outcome.candidates if c["name"] == outcome.winner)
+    winner = selection.CandidateResult(
+        name=chosen["name"], family=chosen["family"], kind=chosen["kind"], fold_auroc=(), fold_fpr95=(),
+        fit_seconds=0.0, score_us_per_row=0.0, score_cost=0.0,
+        members=tuple(chosen["members"]), weights=tuple(chosen["weights"]),
+    )
+    x_train, labels = read_training_rows(data)
+    outliers = read_vectors(data.path("outliers"), list(data.feature_columns)) if "outliers" in data.split_paths else None
+    callbacks = (TqdmProgress(f"training the winner ({outcome.winner})"),) if progress else ()
+    try:
+        detector = selection.refit_winner(
+            winner, space, x_train, labels, plan.step_scale, seed,
+            feature_names=list(data.feature_columns), outliers=outliers, callbacks=callbacks,
+        )
+    finally:
+        for callback in callbacks:
+            callback.close()
     return detector.save(out_dir)
 
 
 def calibrate_detector(detector_dir: Path, data: PreparedData, alpha: float) -> Path:
-    detector = EnergyDetector.load(detector_dir)
+    detector = load_detector(detector_dir)
     x_cal = read_vectors(data.path("calibration"), list(data.feature_columns))
     return detector.calibrate(x_cal, alpha=alpha).save(detector_dir)
 
 
 def evaluate_detector(
-    detector_dir: Path, data: PreparedData, config: PipelineConfig, run_dir: Path, timings: dict[str, float]
+    detector_dir: Path,
+    data: PreparedData,
+    config: PipelineConfig,
+    run_dir: Path,
+    timings: dict[str, float],
+    selection_path: Path | None = None,
 ) -> EvaluationOutputs:
     """Score every split, run the baselines on the same features, and write the report (JSON + HTML).
 
@@ -175,11 +292,11 @@ def evaluate_detector(
     split. OOD splits whose names contain "noise", "inverted" or "far" are far OOD, the others near.
     """
     from evaluation.baselines import run_baselines
-    from evaluation.html_report import write_html
+    from evaluation.render.report_page import write_html
 
     started = time.perf_counter()
     features = list(data.feature_columns)
-    detector = EnergyDetector.load(detector_dir)
+    detector = load_detector(detector_dir)
     split_features = {
         split: read_vectors(path, features)
         for split, path in data.split_paths.items()
@@ -189,17 +306,11 @@ def evaluate_detector(
     score_seconds = time.perf_counter() - started
 
     baselines_started = time.perf_counter()
-    train_frame = pd.read_parquet(data.path("train"))
-    x_train = train_frame[features].to_numpy(dtype=np.float64)
-    y_train = None
-    if LABEL_COLUMN in train_frame.columns:
-        labels = train_frame[LABEL_COLUMN]
-        if labels.notna().all() and labels.nunique() >= 2:
-            y_train = labels.to_numpy()
+    x_train, y_train = read_training_rows(data)
     baselines = run_baselines(x_train, y_train, split_features, "in_test", list(data.ood_splits))
     baselines_seconds = time.perf_counter() - baselines_started
 
-    history = json.loads((Path(detector_dir) / "detector.json").read_text()).get("history") or {}
+    history = detector.history_.to_dict() if "history_" in vars(detector) else {}
     training_curve = None
     if history.get("steps"):
         training_curve = {"step": history["steps"], "loss": history["loss"], **history["stats"]}
@@ -229,6 +340,7 @@ def evaluate_detector(
         seed=config.seed,
         data_checks_passed=data_checks_passed,
         device=config.detector.device,
+        selection=selection.SelectionOutcome.read_json(selection_path).to_dict() if selection_path else None,
     )
     report_json = report.write_json(Path(run_dir) / "report.json")
     report_html = write_html(report, Path(run_dir) / "report.html")
@@ -240,7 +352,7 @@ def evaluate_detector(
         metrics[f"{split}.detection_error"] = cis["detection_error"].estimate
     if report.baselines is not None:
         metrics.update({f"{split}.ebm_auroc_rank": float(rank) for split, rank in report.baselines.ebm_rank.items()})
-    return EvaluationOutputs(report_json, report_html, metrics)
+    return EvaluationOutputs(report_json, report_html, metrics, training_step_metrics(history))
 
 
 def register_model(
@@ -266,7 +378,7 @@ def register_model(
         feature_names=list(data.feature_columns),
         accepts_text=config.featurizer is not None,
         tags={f"fingerprint.{k}": v for k, v in data.fingerprints.items()},
-        step_metrics=training_step_metrics(detector_dir),
+        step_metrics=evaluation_outputs.step_metrics,
     )
 
 
@@ -281,8 +393,8 @@ def write_featurizer(detector_dir: Path, featurizer: str) -> Path:
     return path
 
 
-def training_step_metrics(detector_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    history = json.loads((Path(detector_dir) / "detector.json").read_text()).get("history") or {}
+def training_step_metrics(history: dict) -> dict[str, list[tuple[int, float]]]:
+    """MLflow step metrics from a TrainingHistory's dict (empty for a detector that was not trained)."""
     steps = history.get("steps", [])
     series = {"loss": history.get("loss", []), **history.get("stats", {})}
     return {name: list(zip(steps, values)) for name, values in series.items() if len(values) == len(steps)}
@@ -293,15 +405,6 @@ def report_metrics(report: EvalReport) -> dict[str, float]:
     for split, m in report.ood_metrics.items():
         metrics.update({f"{split}.auroc": m.auroc, f"{split}.fpr95": m.fpr95, f"{split}.aupr_out": m.aupr_out})
     return metrics
-
-
-def file_fingerprint(path: str | Path) -> str:
-    """sha256 of the file's bytes: two runs on the same data carry the same fingerprint."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return f"sha256:{digest.hexdigest()}"
 
 
 class TqdmProgress:

@@ -1,25 +1,36 @@
-"""Flow: load -> validate -> train -> calibrate -> evaluate -> register. It only wires tasks."""
+"""Flow: load -> (text: text checks -> embed) -> validate -> select (candidates mapped) -> refit the
+winner -> calibrate -> evaluate -> register. It only wires tasks; each task is a plain function of
+flows.data, flows.pipeline.steps or flows.pipeline.selection."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import flow, task, unmapped
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import settings
-
+from flows.data import text_splits
+from flows.data.sources import TEXT_SOURCES, DataSource, VectorDirSource
 from flows.guard import registry
-
-from flows.pipeline import steps
+from flows.pipeline import selection, steps
 from flows.pipeline.config import PipelineConfig
 
+split_text_task = task(name="load text")(text_splits.write_text_splits)
+check_text_task = task(name="text checks")(text_splits.check_text_splits)
+embed_task = task(name="embed")(text_splits.embed_text_splits)
 load_task = task(name="load")(steps.load_data)
 validate_task = task(name="validate")(steps.validate_data)
 train_task = task(name="train")(steps.train_detector)
+plan_selection_task = task(name="plan selection")(steps.plan_selection)
+candidate_task = task(name="candidate", task_run_name="candidate {spec.name}")(selection.evaluate_candidate)
+validation_baselines_task = task(name="validation baselines")(selection.validation_baselines)
+finish_selection_task = task(name="choose")(steps.finish_selection)
+fit_selected_task = task(name="refit winner")(steps.fit_selected)
 calibrate_task = task(name="calibrate")(steps.calibrate_detector)
 evaluate_task = task(name="evaluate")(steps.evaluate_detector)
 register_task = task(name="register")(steps.register_model)
@@ -35,25 +46,64 @@ class PipelineResult:
     seconds: float
 
 
-@flow(name="train_and_register", log_prints=True)
+# One task at a time in-process: parameter initialisation draws from torch's global generator (forked
+# and seeded per model), which threads would interleave, and the same seed must give the same winner.
+@flow(name="train_and_register", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
 def train_and_register(
-    config: PipelineConfig, data_dir: Path | None = None, progress: bool = True
+    config: PipelineConfig,
+    source: DataSource | None = None,
+    data_dir: Path | None = None,
+    progress: bool = True,
 ) -> PipelineResult:
+    """source: where the data comes from (default: the digits demo); data_dir is short for
+    VectorDirSource(data_dir). Text sources are checked and embedded here, inside the flow."""
     started = time.perf_counter()
     settings.configure_torch_threads()
+    if data_dir is not None:
+        if source is not None:
+            raise ValueError("give source or data_dir, not both")
+        source = VectorDirSource(str(data_dir))
     run_dir = new_run_dir()
     registry.configure_tracking()
-    data = load_task(config, run_dir, data_dir)
+    if isinstance(source, TEXT_SOURCES):
+        text_files = split_text_task(source, run_dir / "text", config.seed)
+        try:
+            check_text_task(text_files, run_dir / text_splits.TEXT_CHECK_FILE)
+        except text_splits.TextCheckFailed as failure:
+            registry.log_failed_validation(
+                config.experiment_name, config.to_params(), failure.result_path, str(failure)
+            )
+            raise
+        embed_task(text_files, run_dir / "embedded", progress)
+        source = VectorDirSource(str(run_dir / "embedded"))
+        config = replace(config, featurizer=text_splits.FEATURIZER_NAME)
+    data = load_task(config, run_dir, source)
     try:
         data_check_path = validate_task(data, run_dir)
     except steps.DataCheckFailed as failure:
         registry.log_failed_validation(config.experiment_name, config.to_params(), failure.result_path, str(failure))
         raise
     t0 = time.perf_counter()
-    detector_dir = train_task(data, config.detector, config.seed, run_dir / "detector", progress)
-    timings = {"train_seconds": time.perf_counter() - t0}
+    timings = {}
+    selection_path = None
+    if config.selection.enabled:
+        plan = plan_selection_task(data, config, run_dir)
+        futures = candidate_task.map(
+            plan.candidates, folds_path=unmapped(plan.folds_path), step_scale=unmapped(plan.step_scale),
+            seed=unmapped(config.seed),
+        )
+        results = [future.result() for future in futures]
+        baselines = validation_baselines_task(plan.folds_path)
+        timings["selection_seconds"] = time.perf_counter() - t0
+        selection_path = finish_selection_task(plan, results, baselines, run_dir, timings["selection_seconds"])
+        t1 = time.perf_counter()
+        detector_dir = fit_selected_task(data, plan, selection_path, config.seed, run_dir / "detector", progress)
+        timings["train_seconds"] = time.perf_counter() - t1
+    else:
+        detector_dir = train_task(data, config.detector, config.seed, run_dir / "detector", progress)
+        timings["train_seconds"] = time.perf_counter() - t0
     detector_dir = calibrate_task(detector_dir, data, config.alpha)
-    outputs = evaluate_task(detector_dir, data, config, run_dir, timings)
+    outputs = evaluate_task(detector_dir, data, config, run_dir, timings, selection_path)
     registered = register_task(config, data, detector_dir, outputs, data_check_path)
     return PipelineResult(
         run_dir=run_dir,

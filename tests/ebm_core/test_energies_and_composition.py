@@ -3,11 +3,12 @@ import math
 import pytest
 import torch
 
-from ebm_core.composition import TemperedEnergy, WeightedSumEnergy
+from ebm_core.composition import WeightedSumEnergy
 from ebm_core.energies import (
     ClassifierEnergy,
     ClassifierEnergyConfig,
     GaussianEnergy,
+    KernelDensityEnergy,
     MixtureOfGaussiansEnergy,
     MLPEnergy,
     MLPEnergyConfig,
@@ -86,22 +87,37 @@ def test_sampling_a_sum_of_two_gaussian_energies_gives_their_product():
     assert 0.5 <= out.acceptance_rate <= 0.95
 
 
-def test_weights_and_temperature_scale_energies_and_compose():
+def test_weights_scale_energies_and_compose():
     a = GaussianEnergy(torch.zeros(2), torch.eye(2))
     b = GaussianEnergy(torch.ones(2), 2 * torch.eye(2))
     x = torch.randn((7, 2), generator=torch.Generator().manual_seed(0))
-    mixed = WeightedSumEnergy([(0.5, a), (2.0, TemperedEnergy(b, temperature=4.0))])
-    torch.testing.assert_close(mixed(x), 0.5 * a(x) + 2.0 * b(x) / 4.0)
-    # A tempered Gaussian at T is the Gaussian with covariance T * covariance.
-    torch.testing.assert_close(
-        TemperedEnergy(b, temperature=3.0)(x), GaussianEnergy(torch.ones(2), 6 * torch.eye(2))(x)
-    )
+    mixed = WeightedSumEnergy([(0.5, a), (2.0, b)])
+    torch.testing.assert_close(mixed(x), 0.5 * a(x) + 2.0 * b(x))
+    torch.testing.assert_close(WeightedSumEnergy([(1.0, mixed), (-1.0, a)])(x), -0.5 * a(x) + 2.0 * b(x))
     with torch.random.fork_rng():
         torch.manual_seed(0)
         mlp = MLPEnergy(MLPEnergyConfig(3, (4,)))
     with pytest.raises(ValueError, match="input_dim"):
         WeightedSumEnergy([(1.0, a), (1.0, mlp)])
-    with pytest.raises(ValueError, match="temperature"):
-        TemperedEnergy(a, temperature=0.0)
+    with pytest.raises(ValueError, match="finite"):
+        WeightedSumEnergy([(float("inf"), a)])
+    with pytest.raises(ValueError, match="at least one"):
+        WeightedSumEnergy([])
     with pytest.raises(ShapeError):
         mixed(torch.zeros((3, 3)))
+
+
+def test_kernel_density_energy_known_answer():
+    reference = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    energy = KernelDensityEnergy(reference, temperature=0.5)
+    x = torch.tensor([[2.0, 0.0]])  # direction (1, 0): cosines 1 and 0
+    expected = -0.5 * math.log(0.5 * (math.exp(1 / 0.5) + math.exp(0 / 0.5)))
+    assert energy(x).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_kernel_density_energy_blocks_agree():
+    generator = torch.Generator().manual_seed(0)
+    reference = torch.randn(50, 4, generator=generator)
+    x = torch.randn(7, 4, generator=generator)
+    blocked = KernelDensityEnergy(reference, 0.1, block_size=8)(x)
+    torch.testing.assert_close(KernelDensityEnergy(reference, 0.1)(x), blocked)

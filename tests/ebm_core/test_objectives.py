@@ -18,6 +18,7 @@ from ebm_core.energies import (
 from ebm_core.errors import ShapeError
 from ebm_core.objectives import (
     ContrastiveDivergence,
+    CrossEntropyObjective,
     DenoisingScoreMatching,
     EnergyMarginObjective,
     GaussianNoise,
@@ -182,6 +183,8 @@ def test_label_plumbing_errors_say_what_is_wrong():
         DenoisingScoreMatching(())
     with pytest.raises(TypeError, match="sample"):
         NoiseContrastiveEstimation(noise=object())
+    with pytest.raises(ValueError, match="labelled"):
+        CrossEntropyObjective()(classifier(), x, generator)
 
 
 @pytest.mark.parametrize(

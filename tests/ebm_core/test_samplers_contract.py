@@ -5,6 +5,7 @@ import torch
 
 from ebm_core.energies import GaussianEnergy
 from ebm_core.errors import NonFiniteError, ShapeError
+from ebm_core.samplers import SAMPLERS as REGISTERED
 from ebm_core.samplers import HMCSampler, LangevinSampler, MALASampler, SamplerOutput
 
 MEAN = torch.tensor([1.0, -2.0])
@@ -30,6 +31,10 @@ class NaNBeyond(torch.nn.Module):
     def forward(self, x):
         energy = 0.5 * x.pow(2).sum(dim=1)
         return torch.where(x.norm(dim=1) > 3.0, energy * float("nan"), energy)
+
+
+def test_every_registered_sampler_is_checked_here():
+    assert {name: type(s) for name, s in SAMPLERS.items()} == REGISTERED
 
 
 @pytest.fixture(params=sorted(SAMPLERS))

@@ -1,7 +1,7 @@
-"""Report comparison: deltas, paired/unpaired intervals, gate rules, YAML gates, round trip, tables, HTML."""
+"""Report comparison: deltas, paired/unpaired intervals, gate rules, YAML gates, round trip
+(tables, Markdown and HTML of a comparison: tests/evaluation/render/)."""
 
 import json
-import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,47 +17,14 @@ from evaluation.compare import (
     RealisedFPRGate,
     ReportComparison,
     compare_reports,
-    comparison_markdown,
-    comparison_table,
-    gate_table,
-    render_comparison_html,
     unpaired_bootstrap_diffs,
-    write_comparison_html,
 )
-from evaluation.report import CI_METRICS, build_report
+from evaluation.report import CI_METRICS
+from tests.evaluation.reports import COMPARED_OOD as OOD
+from tests.evaluation.reports import FAST_GATES as FAST
+from tests.evaluation.reports import make_report, synthetic_scores, worse
 
-GATES_YAML = Path(__file__).resolve().parents[2] / "flows" / "configs" / "gates.yaml"
-OOD = ["ood_near", "ood_far_noise"]
-
-
-def synthetic_scores(seed=0, n_in=300, n_ood=200, near_shift=1.5):
-    rng = np.random.default_rng(seed)
-    return {
-        "calibration": rng.normal(size=n_in),
-        "in_test": rng.normal(size=n_in),
-        "ood_near": rng.normal(near_shift, 1.0, size=n_ood),
-        "ood_far_noise": rng.normal(6.0, 1.0, size=n_ood),
-    }
-
-
-def make_report(scores, *, fingerprints="same", threshold=None, data_checks_passed=True, n_bootstrap=200, **kwargs):
-    if fingerprints == "same":
-        fingerprints = {split: f"sha256:{split}" for split in scores}
-    if threshold is None:
-        threshold = float(np.quantile(scores["calibration"], 0.95))
-    return build_report(
-        scores, "in_test", [s for s in OOD if s in scores], threshold=threshold, alpha=0.05,
-        calibration_split="calibration", dataset_fingerprints=fingerprints,
-        data_checks_passed=data_checks_passed, n_bootstrap=n_bootstrap, **kwargs,
-    )
-
-
-def worse(scores, factor=0.5):
-    """The same inputs, scored by a model that separates the near OOD split worse."""
-    return dict(scores, ood_near=scores["in_test"].mean() + factor * (scores["ood_near"] - scores["in_test"].mean()))
-
-
-FAST = Gates.from_dict({**DEFAULT_GATES, "bootstrap": {"n_resamples": 300, "seed": 0, "confidence": 0.95}})
+GATES_YAML = Path(__file__).resolve().parents[2] / "flows" / "pipeline" / "configs" / "gates.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -303,7 +270,7 @@ def test_gate_splits_restrict_the_check(base_scores, base_report):
     assert not compare_reports(base_report, candidate, unknown).passed
 
 
-# --- serialisation, tables, HTML -----------------------------------------------------------------
+# --- serialisation -----------------------------------------------------------------------------
 
 
 def test_comparison_json_round_trip_is_exact(base_scores, base_report, tmp_path):
@@ -318,41 +285,3 @@ def test_comparison_json_round_trip_is_exact(base_scores, base_report, tmp_path)
     tampered["passed"] = True
     with pytest.raises(ValueError, match="disagrees"):
         ReportComparison.from_dict(tampered)
-
-
-def test_tables_and_markdown(base_scores, base_report):
-    comparison = compare_reports(base_report, make_report(worse(base_scores, 0.5)), FAST)
-    rows = comparison_table(comparison)
-    assert len(rows) == 2 * len(CI_METRICS)
-    assert [r["split"] for r in rows[:5]] == ["ood_near"] * 5  # near first
-    near_auroc = rows[0]
-    assert (near_auroc["metric"], near_auroc["kind"], near_auroc["better"]) == ("auroc", "near", "worse")
-    assert near_auroc["ci_high"] < 0
-    fpr = next(r for r in rows if (r["split"], r["metric"]) == ("ood_near", "fpr95"))
-    assert fpr["better"] == "worse" and fpr["delta"] > 0
-    far = next(r for r in rows if (r["split"], r["metric"]) == ("ood_far_noise", "auroc"))
-    assert far["better"] == "=" and far["delta"] == 0.0
-    gates = gate_table(comparison)
-    assert [g["result"] for g in gates if g["split"] == "ood_near"] == ["FAIL", "FAIL"]
-    markdown = comparison_markdown(comparison)
-    assert markdown.startswith("# Report comparison: FAILED")
-    assert "| auroc | ood_near | FAIL |" in markdown
-    assert "| ood_near | near | AUROC |" in markdown
-
-
-def test_render_comparison_html_is_self_contained_and_side_by_side(base_scores, base_report, tmp_path):
-    candidate = replace(make_report(worse(base_scores, 0.5)), model_uri="models:/<b>guard</b>/2")
-    comparison = compare_reports(base_report, candidate, FAST)
-    html = render_comparison_html(comparison)
-    assert html.startswith("<!DOCTYPE html>")
-    # 2 histograms (baseline, candidate) per split + ROC + PR + calibration curves
-    assert html.count('src="data:image/png;base64,') == 2 * 2 + 2 + 1
-    assert 'class="side"' in html
-    assert 'class="fail">FAILED' in html
-    assert "failrow" in html
-    assert not re.search(r"""(src|href)\s*=\s*["']?https?://""", html)
-    assert "<script" not in html
-    assert "&lt;b&gt;guard&lt;/b&gt;" in html and "<b>guard</b>" not in html
-    assert "confidently dropped by more than 0.005" in html
-    path = write_comparison_html(comparison, tmp_path / "comparison.html")
-    assert path.read_text(encoding="utf-8") == html

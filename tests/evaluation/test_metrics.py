@@ -15,6 +15,7 @@ from evaluation.metrics import (
     energy_stats,
     fpr_at_tpr,
     ood_metrics,
+    precision_recall_curve,
     realised_fpr,
     roc_curve,
 )
@@ -148,3 +149,12 @@ def test_energy_stats_known_values():
     assert stats.q95 == pytest.approx(2.85)
     assert EnergyStats.from_dict(stats.to_dict()) == stats
     assert type(stats.to_dict()["n"]) is int and type(stats.to_dict()["mean"]) is float
+
+
+def test_precision_recall_curve_integrates_to_aupr_out():
+    rng = np.random.default_rng(1)
+    in_scores = np.round(rng.normal(size=80), 1)
+    ood_scores = np.round(rng.normal(1.0, size=50), 1)
+    recall, precision = precision_recall_curve(in_scores, ood_scores)
+    assert recall[-1] == 1.0 and np.all(np.diff(recall) >= 0)
+    assert np.sum(np.diff(np.r_[0.0, recall]) * precision) == pytest.approx(aupr_out(in_scores, ood_scores), abs=1e-12)

@@ -14,7 +14,7 @@ from evaluation.monitoring import (
     SequentialDetector,
     batch_log_likelihood_ratio,
     batch_stats,
-    clopper_pearson,
+    binomial_ci,
     conformal_p_values,
     feedback_counts,
     feedback_stats,
@@ -67,9 +67,20 @@ def test_flag_rate_binomial_test_against_known_values():
     zero = flag_rate_test(0, 20, 0.05)
     assert zero.p_value == 1.0 and zero.ci_low == 0.0
     assert zero.ci_high == pytest.approx(1 - 0.025 ** (1 / 20))
-    assert clopper_pearson(5, 5) == (pytest.approx(0.025 ** (1 / 5)), 1.0)
+    assert binomial_ci(5, 5) == (pytest.approx(0.025 ** (1 / 5)), 1.0)
     two = flag_rate_test(5, 100, 0.05, alternative="two-sided")
     assert two.p_value == pytest.approx(1.0)
+
+
+def test_p_values_and_intervals_are_the_shared_ones():
+    """One copy each: the conformal p-value of ebm_core.calibration, the interval of calibration_stats."""
+    import ebm_core.calibration
+    import evaluation.calibration_stats
+    import evaluation.monitoring
+
+    assert evaluation.monitoring.conformal_p_values is ebm_core.calibration.conformal_p_values
+    assert evaluation.monitoring.binomial_ci is evaluation.calibration_stats.binomial_ci
+    assert not hasattr(evaluation.monitoring, "clopper_pearson")
 
 
 def test_batch_stats_known_answers():

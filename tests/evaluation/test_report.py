@@ -1,8 +1,7 @@
-"""EvalReport: built values, every section, exact JSON round trip, Markdown summary, self-contained HTML."""
+"""EvalReport: built values, every section, exact JSON round trip (rendering: tests/evaluation/render/)."""
 
 import json
 import math
-import re
 
 import numpy as np
 import pytest
@@ -15,8 +14,7 @@ from evaluation.calibration_stats import (
     realised_fpr_with_ci,
 )
 from evaluation.extra_metrics import detection_error
-from evaluation.html_report import precision_recall_curve, render_html, write_html
-from evaluation.metrics import EnergyStats, OODMetrics, aupr_out
+from evaluation.metrics import EnergyStats, OODMetrics
 from evaluation.report import (
     CI_METRICS,
     DEFAULT_CALIBRATION_ALPHAS,
@@ -25,70 +23,15 @@ from evaluation.report import (
     EvalReport,
     build_report,
     default_ood_kind,
-    summary_rows,
-    to_markdown,
 )
 from evaluation.separation import separation_by_split
-
-IN_TEST = np.array([0.0, 1.0, 2.0, 3.0])
-NEAR = np.array([1.5, 2.5])
-FAR = np.array([10.0, 11.0])
-
-V2_FIELDS = {
-    "ood_kinds", "metric_cis", "bootstrap", "calibration", "separation", "baselines", "data_checks_passed",
-}
-
-
-def simple_report(threshold=2.5, **kwargs):
-    kwargs.setdefault("n_bootstrap", 200)
-    return build_report(
-        {"in_test": IN_TEST, "in_cal": np.array([0.5, 1.5, 2.5]), "near": NEAR, "far": FAR},
-        in_distribution_split="in_test",
-        ood_splits=["near", "far"],
-        threshold=threshold,
-        alpha=0.05,
-        calibration_split="in_cal",
-        **kwargs,
-    )
-
-
-def gaussian_setting(seed=0, n_train=300, n=200, d=4):
-    """Features for baselines, and the EBM stand-in score |x|^2 on the same inputs."""
-    rng = np.random.default_rng(seed)
-    x_train = rng.normal(size=(n_train, d))
-    y_train = (x_train[:, 0] > 0).astype(int)
-    features = {
-        "in_test": rng.normal(size=(n, d)),
-        "calibration": rng.normal(size=(n, d)),
-        "ood_digits": rng.normal(0.8, 1.0, size=(n, d)),
-        "ood_uniform_noise": rng.uniform(-6, 6, size=(n // 2, d)),
-    }
-    scores = {split: np.sum(x**2, axis=1) for split, x in features.items()}
-    return x_train, y_train, features, scores
+from tests.evaluation import reports
+from tests.evaluation.reports import IN_TEST, NEAR, V2_FIELDS, gaussian_setting, simple_report
 
 
 @pytest.fixture(scope="module")
 def full_report():
-    x_train, y_train, features, scores = gaussian_setting()
-    ood = ["ood_digits", "ood_uniform_noise"]
-    baselines = run_baselines(x_train, y_train, features, "in_test", ood)
-    report = build_report(
-        scores,
-        "in_test",
-        ood,
-        threshold=float(np.quantile(scores["calibration"], 0.95)),
-        alpha=0.05,
-        calibration_split="calibration",
-        baselines=baselines,
-        n_bootstrap=300,
-        seed=3,
-        training_curve={"step": [0, 10, 20], "loss": [1.0, 0.5, 0.2], "e_pos": [0.1, 0.0, -0.1]},
-        dataset_fingerprints={split: f"sha256:{split}" for split in scores},
-        data_checks_passed=True,
-        device="cpu",
-        model_uri="models:/guard/3",
-    )
-    return report, baselines, scores
+    return reports.full_report()
 
 
 def test_build_report_metric_values():
@@ -244,7 +187,6 @@ def test_baselines_without_labels_are_reported_as_skipped():
     report = build_report(scores, "in_test", ["ood_digits"], threshold=5.0, alpha=0.05, baselines=baselines, n_bootstrap=10)
     assert set(report.baselines.skipped) == {"max_softmax", "logit_energy"}
     assert len(report.baselines.ranking["ood_digits"]) == 4
-    assert "skipped `max_softmax`" in to_markdown(report)
 
 
 def test_json_round_trip_is_exact():
@@ -328,8 +270,6 @@ def test_schema_version_1_reports_are_still_read():
     assert old.metric("near", "auroc") == 5 / 8
     assert old.metric("near", "detection_error") == detection_error(IN_TEST, NEAR)
     assert EvalReport.from_json(old.to_json()) == old
-    assert "| near | near | 0.6250 |" in to_markdown(old)
-    assert "<h2>OOD metrics" in render_html(old)
 
 
 @pytest.mark.parametrize(
@@ -370,90 +310,3 @@ def test_build_report_names_the_bad_split():
             threshold=2.5,
             alpha=0.05,
         )
-
-
-def test_summary_rows_and_markdown():
-    report = simple_report(data_checks_passed=False)
-    assert summary_rows(report) == [
-        {"split": "near", "auroc": 5 / 8, "fpr95": 1.0, "aupr_out": report.ood_metrics["near"].aupr_out},
-        {"split": "far", "auroc": 1.0, "fpr95": 0.0, "aupr_out": 1.0},
-    ]
-    markdown = to_markdown(report)
-    near_ci = report.metric_cis["near"]["auroc"]
-    assert f"| near | near | 0.6250 [{near_ci.low:.4f}, {near_ci.high:.4f}] | 1.0000 [" in markdown
-    assert "| far | far | 1.0000 [1.0000, 1.0000] | 0.0000 [0.0000, 0.0000] |" in markdown
-    assert "higher = more OOD" in markdown
-    assert "data checks: FAILED" in markdown
-    assert "Clopper-Pearson" in markdown
-    assert "## Energy separation" in markdown
-
-
-def test_markdown_lists_near_before_far_and_the_baseline_ranking(full_report):
-    report, _, _ = full_report
-    markdown = to_markdown(report)
-    assert markdown.index("| ood_digits | near |") < markdown.index("| ood_uniform_noise | far |")
-    assert "## Baselines" in markdown
-    rank = report.baselines.ebm_rank["ood_digits"]
-    assert f"| ood_digits | {rank} / 6 |" in markdown
-    assert "**ebm**" in markdown
-    assert "calibration-conditional threshold" in markdown
-    assert "data checks: passed" in markdown
-
-
-def test_precision_recall_curve_integrates_to_aupr_out():
-    rng = np.random.default_rng(1)
-    in_scores = np.round(rng.normal(size=80), 1)
-    ood_scores = np.round(rng.normal(1.0, size=50), 1)
-    recall, precision = precision_recall_curve(in_scores, ood_scores)
-    assert recall[-1] == 1.0 and np.all(np.diff(recall) >= 0)
-    assert np.sum(np.diff(np.r_[0.0, recall]) * precision) == pytest.approx(aupr_out(in_scores, ood_scores), abs=1e-12)
-
-
-def test_render_html_is_self_contained():
-    report = simple_report(
-        model_uri="<script>alert(1)</script>",
-        config={"note": "a < b & c"},
-        training_curve={"loss": [1.0, 0.5, 0.25], "val_loss": [1.1, 0.7, 0.4]},
-    )
-    html = render_html(report)
-    # calibration curve + 2 histograms (one per OOD split) + ROC + PR + training curves
-    assert html.count('src="data:image/png;base64,') == 6
-    assert "<img" in html
-    assert not re.search(r"""(src|href)\s*=\s*["']?https?://""", html)
-    assert "http://" not in html and "https://" not in html
-    assert "<script" not in html and "&lt;script&gt;" in html
-    assert "a &lt; b &amp; c" in html
-    assert "higher score means more out-of-distribution" in html
-    assert "0.625" in html  # near AUROC in the metrics table
-    assert "Calibration curve" in html and "Precision-recall" in html
-
-
-def test_render_html_of_a_full_report(full_report):
-    report, _, _ = full_report
-    html = render_html(report)
-    # calibration curve + 2 histograms + ROC + PR + training curves
-    assert html.count('src="data:image/png;base64,') == 6
-    assert "<h2>Baselines</h2>" in html
-    assert f"EBM rank {report.baselines.ebm_rank['ood_digits']} of 6" in html
-    assert '<tr class="ebm">' in html
-    for name in report.baselines.names:
-        assert f"<td>{name}</td>" in html
-    assert "Energy separation" in html
-    assert "calibration-conditional threshold" in html
-    assert 'class="pass">passed' in html
-    ci = report.metric_cis["ood_digits"]["auroc"]
-    assert f"{ci.estimate:.4f} [{ci.low:.4f}, {ci.high:.4f}]" in html
-
-
-def test_render_html_without_training_curve_and_with_infinite_threshold():
-    html = render_html(simple_report(threshold=math.inf))
-    assert html.count('src="data:image/png;base64,') == 5
-    assert "threshold is infinite" in html
-    assert "calibration-conditional threshold is infinite" in html
-
-
-def test_write_html(tmp_path):
-    path = write_html(simple_report(), tmp_path / "report.html")
-    text = path.read_text(encoding="utf-8")
-    assert text.startswith("<!DOCTYPE html>")
-    assert "data:image/png;base64," in text

@@ -1,9 +1,13 @@
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(scope="session")
 def prefect_harness():
+    """Prefect's test harness (a temporary API on its own database), for the tests that run a flow or
+    a task: a module asks for it with `pytestmark = pytest.mark.usefixtures("prefect_harness")`, a
+    module-scoped fixture that runs flows takes it as an argument. Started once, on first request."""
+    from prefect.testing.utilities import prefect_test_harness
+
     with prefect_test_harness(server_startup_timeout=120):
         yield
 

@@ -1,5 +1,6 @@
-"""Register guard versions quickly for promotion and serving tests: the pipeline's own steps (digits
-splits, data checks, train, calibrate, log_and_register) without Prefect and without the baselines."""
+"""Register guard versions quickly for guard, promotion, monitoring and serving tests: the pipeline's
+data steps (digits splits, data checks), an `ebm_core.EnergyDetector` fitted and calibrated directly,
+and `registry.log_and_register`; no Prefect, no evaluation report, no baselines."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from ebm_core import LangevinSampler, TrainConfig
+import numpy as np
+import pandas as pd
+
+from ebm_core import EnergyDetector, LangevinSampler, TrainConfig
+from flows.data.datasets import read_vectors
 from flows.guard import registry
 from flows.pipeline import steps
 from flows.pipeline.config import demo_config
@@ -19,7 +24,7 @@ def small_config(n_steps: int = 200, seed: int = 0):
         config.detector,
         hidden_dims=(64, 64),
         sampler=LangevinSampler(step_size=0.01, noise_scale=0.1, n_steps=10),
-        buffer_capacity=2000,
+        objective=replace(config.detector.objective, buffer_capacity=2000),
         train=TrainConfig(n_steps=n_steps, batch_size=64, learning_rate=1e-3),
     )
     return replace(config, detector=detector, seed=seed)
@@ -43,8 +48,11 @@ def register_version(data, data_check_path: Path, work_dir: Path, n_steps: int, 
     """Train (n_steps) and register one version; returns registry.RegisteredVersion."""
     config = small_config(n_steps, seed)
     out = Path(work_dir) / f"detector-{n_steps}-{seed}"
-    detector_dir = steps.train_detector(data, config.detector, seed, out, progress=False)
-    steps.calibrate_detector(detector_dir, data, config.alpha)
+    features = list(data.feature_columns)
+    x_train = pd.read_parquet(data.path("train"))[features].to_numpy(dtype=np.float64)
+    detector = EnergyDetector(config.detector).fit(x_train, seed=seed, feature_names=features)
+    detector.calibrate(read_vectors(data.path("calibration"), features), alpha=config.alpha)
+    detector_dir = detector.save(out)
     return registry.log_and_register(
         experiment_name=config.experiment_name,
         model_name=config.model_name,

@@ -16,12 +16,6 @@ from evaluation.report import build_report
 from flows.cli.compare import DEFAULT_GATES_PATH, compare_command
 
 
-@pytest.fixture(autouse=True, scope="session")
-def prefect_harness():
-    """Overrides tests/flows/conftest.py's Prefect server: comparing reports uses no Prefect."""
-    yield
-
-
 def scratch_app() -> typer.Typer:
     app = typer.Typer()
     app.command("compare")(compare_command)

@@ -16,6 +16,9 @@ from flows.data.datasets import pixel_columns
 from flows.guard.serving import start_server, stop_server, wait_until_ready
 from tests.flows.guard_factory import prepare_data, register_version
 
+# A real `mlflow models serve` process on loopback, for the whole module.
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
 MAX_ROWS = 500
 COLS = pixel_columns()
 ROW = [0.0] * 64

@@ -13,6 +13,9 @@ from flows.monitoring.monitor import ALARM_EVENT, MonitorConfig, monitor, state_
 from flows.cli.monitor import monitor_command
 from tests.flows.guard_factory import prepare_data, register_version
 
+# Every test here runs the monitor flow on a freshly trained and registered guard.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
+
 
 @pytest.fixture(scope="module")
 def registered_guard(tmp_path_factory):

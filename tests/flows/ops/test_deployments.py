@@ -2,8 +2,8 @@
 (`deploy` to a work pool, and `deploy --serve` in a separate process), one retraining run is triggered
 and completes, and the completed retraining triggers the promotion deployment.
 
-The session-wide test harness (tests/flows/conftest.py) points this process at its own server; this
-module talks to the real server through subprocess environments and `temporary_settings` only."""
+This module does not use Prefect's test harness: it talks to the real server through subprocess
+environments and `temporary_settings` only."""
 
 import os
 import signal
@@ -17,6 +17,9 @@ import pytest
 
 from flows.ops.deployments import MONITOR_CRON, MONITOR_DEPLOYMENT, PROMOTE_DEPLOYMENT, RETRAIN_CRON, RETRAIN_DEPLOYMENT
 from flows.guard.serving import free_port
+
+# A real Prefect server process (and workers started by `ebmops deploy --serve`), for the whole module.
+pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[3]
 PREFECT = str(Path(sys.executable).with_name("prefect"))

@@ -17,21 +17,23 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from evaluation.files import file_fingerprint
 from flows.ops import audit
 
 from flows.guard import registry
-from flows.ops.promotion import ROLLED_BACK_TAG, champion_history, promote, rollback
+from flows.ops.promotion import DEFAULT_GATES_PATH, ROLLED_BACK_TAG, champion_history, promote, rollback
 from tests.flows.guard_factory import prepare_data, register_version
 
 REPO = Path(__file__).resolve().parents[3]
-MODEL = "ebm-guard"
+MODEL = registry.DEFAULT_MODEL_NAME
 
 
 @pytest.fixture(scope="module")
-def scenario(tmp_path_factory):
+def scenario(tmp_path_factory, prefect_harness):
+    """Three registered versions, a passing and a refused promotion and a rollback, under the harness."""
     home = tmp_path_factory.mktemp("promotion-home")
     work = tmp_path_factory.mktemp("promotion-work")
-    gates = yaml.safe_load((REPO / "flows" / "configs" / "gates.yaml").read_text())
+    gates = yaml.safe_load(DEFAULT_GATES_PATH.read_text())
     gates["bootstrap"]["n_resamples"] = 200  # quicker; the default file's gates otherwise
     gates_path = work / "gates.yaml"
     gates_path.write_text(yaml.safe_dump(gates))
@@ -53,6 +55,7 @@ def scenario(tmp_path_factory):
         }
 
 
+@pytest.mark.slow
 def test_passing_promotion_moves_champion_and_is_audited(scenario):
     result = scenario["passed"]
     assert (result.decision, result.champion_before, result.champion_after) == ("promoted", "1", "2")
@@ -62,10 +65,10 @@ def test_passing_promotion_moves_champion_and_is_audited(scenario):
     assert {row["gate"] for row in entry["gate_table"]} == {"auroc", "fpr95", "realised_fpr", "data_checks"}
     # report hashes are those of the stored reports, which scored the same data (same fingerprints)
     for role in ("champion", "challenger"):
-        assert entry["reports"][role]["sha256"] == audit.sha256_file(result.report_paths[role])
+        assert entry["reports"][role]["sha256"] == file_fingerprint(result.report_paths[role])
     reports = [json.loads(Path(p).read_text()) for p in result.report_paths.values()]
     assert reports[0]["dataset_fingerprints"] == reports[1]["dataset_fingerprints"] == entry["data_fingerprints"]
-    assert entry["comparison_sha256"] == audit.sha256_file(result.comparison_json)
+    assert entry["comparison_sha256"] == file_fingerprint(result.comparison_json)
     client = MlflowClient()
     for version, role in (("1", "champion"), ("2", "challenger")):
         tags = client.get_model_version(MODEL, version).tags
@@ -79,6 +82,7 @@ def test_passing_promotion_moves_champion_and_is_audited(scenario):
     assert client.get_run(result.mlflow_run_id).data.tags["ebmops.audit.decision"] == "promoted"
 
 
+@pytest.mark.slow
 def test_refused_promotion_keeps_champion(scenario):
     result = scenario["refused"]
     assert (result.decision, result.champion_before, result.champion_after, result.challenger) == ("refused", "2", "2", "3")
@@ -89,6 +93,7 @@ def test_refused_promotion_keeps_champion(scenario):
     assert MlflowClient().get_model_version(MODEL, "3").tags["ebmops.promotion.last_decision"] == "refused"
 
 
+@pytest.mark.slow
 def test_rollback_restores_previous_champion_and_history_shows_it(scenario):
     result = scenario["rolled"]
     assert (result.decision, result.champion_before, result.champion_after) == ("rolled_back", "2", "1")
@@ -105,6 +110,7 @@ def test_rollback_restores_previous_champion_and_history_shows_it(scenario):
     assert audit.champion_stack(audit.read_entries(model_name=MODEL)) == ["1"]
 
 
+@pytest.mark.slow
 def test_rolled_back_version_is_refused_without_override(scenario):
     MlflowClient().set_registered_model_alias(MODEL, "challenger", "2")
     result = promote(actor="dave", reason="retry", **scenario["common"])
@@ -112,6 +118,7 @@ def test_rolled_back_version_is_refused_without_override(scenario):
     assert registry.get_alias_version(MODEL, "champion") == "1"
 
 
+@pytest.mark.slow
 def test_two_promotions_in_parallel_processes_leave_one_champion_and_two_entries(scenario, tmp_path):
     from prefect.settings import PREFECT_API_URL
 

@@ -17,17 +17,21 @@ from flows.data.datasets import prepare_digits
 from flows.pipeline.steps import DataCheckFailed
 from flows.pipeline.train_and_register import train_and_register
 
+# Runs the train_and_register flow (twice, module-wide): Prefect's test harness, and slow.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
+
 
 def small_config():
+    """The demo's configured detector (no selection stage) on a small budget."""
     config = demo_config()
     detector = replace(
         config.detector,
         hidden_dims=(64, 64),
         sampler=LangevinSampler(step_size=0.01, noise_scale=0.1, n_steps=10),
-        buffer_capacity=2000,
+        objective=replace(config.detector.objective, buffer_capacity=2000),
         train=TrainConfig(n_steps=200, batch_size=64, learning_rate=1e-3),
     )
-    return replace(config, detector=detector)
+    return replace(config, detector=detector, selection=replace(config.selection, enabled=False))
 
 
 @pytest.fixture(scope="module")

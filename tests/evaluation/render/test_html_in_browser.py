@@ -13,15 +13,19 @@ import numpy as np
 import pytest
 
 from evaluation.baselines import run_baselines
-from evaluation.compare import Gates, compare_reports, write_comparison_html
-from evaluation.html_report import write_html
+from evaluation.compare import Gates, compare_reports
+from evaluation.render.comparison_page import write_comparison_html
+from evaluation.render.report_page import write_html
 from evaluation.report import build_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="chromium is not installed (run infra/install_test_deps.sh as root to install it)"
-)
+pytestmark = [
+    pytest.mark.server,  # starts a headless chromium
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="chromium is not installed (run infra/install_test_deps.sh as root to install it)"
+    ),
+]
 
 # Appended to a COPY of the page (the reports themselves carry no script): after load, record how
 # many images there are and how many decoded to a non-empty bitmap.

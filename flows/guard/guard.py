@@ -1,0 +1,73 @@
+"""`Guard.load(uri)`: the one way the code reaches a registered guard (evaluate, promote, monitor).
+
+    guard = Guard.load("models:/ebm-guard@champion")   # the alias resolves to a fixed version
+    guard.name, guard.version                          # the registered name and a version, e.g. 3
+    guard.detector                                     # the ebm_core detector (score, threshold_, ...)
+    guard.score(frame)                                 # energy, p_value, is_ood per row
+
+What MLflow serves is the pyfunc (flows/guard/pyfunc.py); `Guard.load` loads that same pyfunc, and
+`score` goes through its `predict`, so a frame gets exactly the input checks a served request gets
+(MLflow's signature enforcement, then flows/guard/input_checks.py; a text guard embeds a `text`
+column). Bad rows raise `registry.RegistryError` (MLflow's exception) naming the problem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from flows.guard import registry
+from flows.guard.names import version_uri
+
+
+@dataclass(frozen=True)
+class Guard:
+    name: str  # registered model name
+    version: str  # a fixed version, also when loaded through an alias
+    detector: Any  # the ebm_core detector
+    embedder: Any | None = None  # the text embedder of a text guard; None for a vector guard
+    featurizer: dict[str, Any] | None = None  # its description (featurizer.json); None for a vector guard
+    pyfunc: Any = field(default=None, repr=False, compare=False)  # the loaded MLflow pyfunc
+
+    @classmethod
+    def load(cls, uri: str) -> Guard:
+        """Load `models:/<name>@<alias>` or `models:/<name>/<version>`. The alias is resolved first, so
+        the guard is one version even if the alias moves meanwhile. ValueError for another kind of
+        URI, LookupError for a missing alias, `registry.RegistryError` for a missing version."""
+        name, version = registry.resolve_model_uri(uri)
+        pyfunc = registry.load_pyfunc(version_uri(name, version))
+        model = pyfunc.unwrap_python_model()
+        return cls(
+            name=name,
+            version=version,
+            detector=model.detector,
+            embedder=model.embedder,
+            featurizer=getattr(model, "featurizer", None),
+            pyfunc=pyfunc,
+        )
+
+    @property
+    def uri(self) -> str:
+        """models:/<name>/<version>"""
+        return version_uri(self.name, self.version)
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The detector's input columns (embedding columns for a text guard)."""
+        names = self.detector.feature_names_in_
+        return list(names) if names else [f"x{i}" for i in range(self.detector.n_features_in_)]
+
+    @property
+    def accepts_text(self) -> bool:
+        return self.embedder is not None
+
+    def score(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """energy, p_value and is_ood per row, through the pyfunc's predict (the served checks)."""
+        if self.pyfunc is None:
+            raise RuntimeError("this Guard was not loaded with Guard.load; it has no pyfunc to score with")
+        return self.pyfunc.predict(frame)
+
+
+__all__ = ["Guard"]
