@@ -52,6 +52,8 @@ def print_pipeline_summary(result, tracking_uri: str, console: Console | None = 
         f"Realised false-positive rate on held-out in-distribution data: {report.realised_fpr:.3f} "
         f"(target alpha {report.alpha:.3f}, n = {n_test}; threshold {report.threshold:.4g})"
     )
+    if report.selection:
+        print_selection(report, console)
     registered = result.registered
     console.print(
         f"Registered [bold]{registered.model_name}[/bold] version {registered.version} "
@@ -192,3 +194,40 @@ def print_monitor_summary(summary: dict[str, Any], console: Console | None = Non
         console.print(escape(action))
     if summary.get("mlflow_run_id"):
         console.print(f"MLflow monitoring run: {summary['mlflow_run_id']}; state: {escape(summary.get('state_file', ''))}")
+
+
+# --- the selection stage --------------------------------------------------------------------------
+
+
+def print_selection(report, console: Console, shown: int = 8) -> None:
+    """The candidates the selection stage compared (validation figures only), the winner, its rank
+    among the baselines on validation and on test, and a warning when a baseline beats it on validation."""
+    selection = report.selection
+    table = Table(title=f"Selection ({selection['scheme']}, {selection['n_folds']} fold(s); validation data only)")
+    for column in ("candidate", "family", "val AUROC", "val FPR95", "fit s"):
+        table.add_column(column, justify="left" if column in ("candidate", "family") else "right")
+    for c in selection["candidates"][:shown]:
+        style = "bold" if c["name"] == selection["winner"] else None
+        table.add_row(
+            escape(c["name"]), c["family"], _figure(c["val_auroc"]), _figure(c["val_fpr95"]),
+            f"{c['fit_seconds']:.1f}", style=style,
+        )
+    console.print(table)
+    n_more = len(selection["candidates"]) - shown
+    console.print(
+        f"Chosen: [bold]{escape(selection['winner'])}[/bold] ({escape(selection['rule'])})"
+        + (f"; {n_more} more candidates in the report" if n_more > 0 else "")
+    )
+    if selection.get("validation_rank") is not None:
+        n = len(selection.get("validation_baselines") or {}) + 1
+        ranks = f"rank {selection['validation_rank']} of {n} among the baselines on validation"
+        if report.baselines is not None and report.baselines.ebm_rank:
+            test_ranks = ", ".join(f"{split}: {rank}" for split, rank in report.baselines.ebm_rank.items())
+            ranks += f"; on test ({test_ranks})"
+        console.print(f"The registered guard's AUROC {ranks}.")
+    if selection.get("warning"):
+        console.print(f"[yellow]Warning:[/yellow] {escape(selection['warning'])}")
+
+
+def _figure(value) -> str:
+    return "-" if value is None else f"{value:.4f}"

@@ -85,9 +85,11 @@ def log_and_register(
     tags: dict[str, str] | None = None,
     step_metrics: dict[str, list[tuple[int, float]]] | None = None,
     accepts_text: bool = False,
+    candidate_runs: list[dict] | None = None,
 ) -> RegisteredVersion:
     """One MLflow run with params, metrics and artifacts; a new model version aliased `challenger`
-    (and `champion` when the model has none yet)."""
+    (and `champion` when the model has none yet). `candidate_runs` (the selection stage's candidate
+    summaries) become nested runs of that run, one per candidate, with its validation figures."""
     configure_tracking()
     experiment_id = ensure_experiment(experiment_name)
     client = MlflowClient()
@@ -97,6 +99,8 @@ def log_and_register(
         log_step_metrics(client, run.info.run_id, step_metrics or {})
         for subdir, path in artifacts.items():
             mlflow.log_artifact(str(path), artifact_path=subdir)
+        for candidate in candidate_runs or []:
+            _log_candidate_run(experiment_id, candidate)
         # A text guard takes either a `text` column or the embedding columns, which one signature
         # cannot express; its predict validates the input itself.
         input_example = None if accepts_text else pd.DataFrame([np.zeros(len(feature_names))], columns=feature_names)
@@ -122,6 +126,34 @@ def log_and_register(
         aliases=tuple(aliases),
         model_uri=version_uri(model_name, version),
     )
+
+
+def _log_candidate_run(experiment_id: str, candidate: dict) -> None:
+    """A nested run for one selection candidate: validation figures as metrics, how it was built as params."""
+    status = "FAILED" if candidate.get("error") else "FINISHED"
+    with mlflow.start_run(experiment_id=experiment_id, run_name=candidate["name"][:250], nested=True,
+                          tags={"ebmops.stage": "selection", "ebmops.candidate": candidate["name"][:5000]}):
+        mlflow.log_params({
+            "family": candidate["family"],
+            "kind": candidate["kind"],
+            "members": ",".join(candidate.get("members") or []) or "-",
+            "weights": ",".join(f"{w:.6g}" for w in candidate.get("weights") or []) or "-",
+        })
+        metrics = {
+            "val_auroc": candidate.get("val_auroc"),
+            "val_fpr95": candidate.get("val_fpr95"),
+            "fit_seconds": candidate.get("fit_seconds"),
+            "score_us_per_row": candidate.get("score_us_per_row"),
+        }
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
+        for i, (a, f) in enumerate(zip(candidate.get("fold_auroc") or [], candidate.get("fold_fpr95") or [])):
+            if a is not None:
+                mlflow.log_metric("fold_auroc", float(a), step=i)
+            if f is not None:
+                mlflow.log_metric("fold_fpr95", float(f), step=i)
+        if candidate.get("error"):
+            mlflow.set_tag("ebmops.failure", str(candidate["error"])[:5000])
+        mlflow.end_run(status=status)
 
 
 def log_step_metrics(client: MlflowClient, run_id: str, series: dict[str, list[tuple[int, float]]]) -> None:

@@ -15,9 +15,10 @@ Validation schemes (the first that applies):
 Rule (also in the search space file and the report): highest mean validation AUROC; candidates within
 `tie_tolerance` of the best are compared by mean validation FPR95 (lower wins), then by scoring cost.
 
-Compositions: after the members are scored, the best label-free and the best labelled candidate are
-summed with weights w and 1 - w, each divided by its in-distribution validation standard deviation
-(so the weight means the same for energies of any scale); each weight is a candidate of its own.
+Compositions: after the members are scored, the best label-free and the best labelled candidate, and
+every pair among the three best candidates, are summed with weights w and 1 - w, each divided by its
+in-distribution validation standard deviation (so the weight means the same for energies of any
+scale); each pair and weight is a candidate of its own, scored on the same folds.
 Every function here is plain (no Prefect); the flow maps `evaluate_candidate` over the candidates.
 """
 
@@ -60,6 +61,7 @@ class CandidateSpec:
     family: str
     params: dict = field(default_factory=dict, hash=False)
     score_cost: float = 1.0  # relative cost of scoring one row (tie-breaker)
+    group: str | None = None  # variants of one detector (e.g. kernel widths): only the best is composed
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -242,6 +244,7 @@ class CandidateResult:
     error: str | None = None
     members: tuple[str, ...] = ()
     weights: tuple[float, ...] = ()
+    group: str | None = None
 
     @property
     def auroc(self) -> float:
@@ -313,6 +316,7 @@ def evaluate_candidate(
         name=spec.name,
         family=spec.family,
         kind=spec.kind,
+        group=spec.group,
         fold_auroc=tuple(fold_auroc),
         fold_fpr95=tuple(fold_fpr95),
         fit_seconds=fit_seconds,
@@ -361,43 +365,50 @@ def baseline_warning(winner: CandidateResult, baselines: dict[str, dict[str, flo
     )
 
 
-def compositions(results: list[CandidateResult], weights: tuple[float, ...]) -> list[CandidateResult]:
-    """Weighted sums of the best label-free and the best labelled candidate (by validation AUROC),
-    each member divided by its in-distribution validation standard deviation (mean over folds)."""
-    best = {}
-    for family in FAMILIES:
-        members = [r for r in results if r.ok and r.family == family and not r.members]
-        if members:
-            best[family] = max(members, key=lambda r: r.auroc)
-    if len(best) < 2:
-        return []
-    free, labelled = best["label_free"], best["labelled"]
-    sd_free = float(np.mean([np.std(s) for s in free.id_scores])) or 1.0
-    sd_labelled = float(np.mean([np.std(s) for s in labelled.id_scores])) or 1.0
-    out = []
-    for w in weights:
-        member_weights = (w / sd_free, (1.0 - w) / sd_labelled)
-        fold_auroc, fold_fpr95 = [], []
-        for k in range(len(free.id_scores)):
-            s_id = member_weights[0] * np.asarray(free.id_scores[k]) + member_weights[1] * np.asarray(labelled.id_scores[k])
-            s_ood = member_weights[0] * np.asarray(free.ood_scores[k]) + member_weights[1] * np.asarray(labelled.ood_scores[k])
-            fold_auroc.append(auroc(s_id, s_ood))
-            fold_fpr95.append(fpr_at_tpr(s_id, s_ood))
-        out.append(
-            CandidateResult(
-                name=f"composition({free.name}*{w:g} + {labelled.name}*{1 - w:g})",
-                family="labelled",
-                kind="composed",
-                fold_auroc=tuple(fold_auroc),
-                fold_fpr95=tuple(fold_fpr95),
-                fit_seconds=free.fit_seconds + labelled.fit_seconds,
-                score_us_per_row=free.score_us_per_row + labelled.score_us_per_row,
-                score_cost=free.score_cost + labelled.score_cost,
-                members=(free.name, labelled.name),
-                weights=member_weights,
-            )
-        )
-    return out
+def compositions(results: list[CandidateResult], weights: tuple[float, ...], top: int = 3) -> list[CandidateResult]:
+    """Weighted sums of pairs of candidates: the best label-free with the best labelled one, and every
+    pair among the `top` candidates by validation AUROC. Each member is divided by its
+    in-distribution validation standard deviation (mean over folds), so a weight means the same for
+    energies of any scale; w weighs the first member, 1 - w the second."""
+    singles, seen_groups = [], set()
+    for r in sorted((r for r in results if r.ok and not r.members), key=lambda r: -r.auroc):
+        if r.group is None or r.group not in seen_groups:
+            singles.append(r)
+            seen_groups.add(r.group)
+    pairs: list[tuple[CandidateResult, CandidateResult]] = []
+    best = {family: next((r for r in singles if r.family == family), None) for family in FAMILIES}
+    if best["label_free"] is not None and best["labelled"] is not None:
+        pairs.append((best["label_free"], best["labelled"]))
+    leaders = singles[:top]
+    for i, first in enumerate(leaders):
+        for second in leaders[i + 1 :]:
+            if {first.name, second.name} not in [{a.name, b.name} for a, b in pairs]:
+                pairs.append((first, second))
+    return [_composed(first, second, w) for first, second in pairs for w in weights]
+
+
+def _composed(first: CandidateResult, second: CandidateResult, w: float) -> CandidateResult:
+    sd_first = float(np.mean([np.std(s) for s in first.id_scores])) or 1.0
+    sd_second = float(np.mean([np.std(s) for s in second.id_scores])) or 1.0
+    member_weights = (w / sd_first, (1.0 - w) / sd_second)
+    fold_auroc, fold_fpr95 = [], []
+    for k in range(len(first.id_scores)):
+        s_id = member_weights[0] * np.asarray(first.id_scores[k]) + member_weights[1] * np.asarray(second.id_scores[k])
+        s_ood = member_weights[0] * np.asarray(first.ood_scores[k]) + member_weights[1] * np.asarray(second.ood_scores[k])
+        fold_auroc.append(auroc(s_id, s_ood))
+        fold_fpr95.append(fpr_at_tpr(s_id, s_ood))
+    return CandidateResult(
+        name=f"composition({first.name}*{w:g} + {second.name}*{1 - w:g})",
+        family="labelled" if "labelled" in (first.family, second.family) else "label_free",
+        kind="composed",
+        fold_auroc=tuple(fold_auroc),
+        fold_fpr95=tuple(fold_fpr95),
+        fit_seconds=first.fit_seconds + second.fit_seconds,
+        score_us_per_row=first.score_us_per_row + second.score_us_per_row,
+        score_cost=first.score_cost + second.score_cost,
+        members=(first.name, second.name),
+        weights=member_weights,
+    )
 
 
 def choose(results: list[CandidateResult], tie_tolerance: float) -> CandidateResult:

@@ -361,24 +361,36 @@ def register_model(
     detector_dir: Path,
     evaluation_outputs: EvaluationOutputs,
     data_check_path: Path,
+    selection_path: Path | None = None,
+    text_check_path: Path | None = None,
 ) -> registry.RegisteredVersion:
+    """Log the run (config, metrics, report, checks, the selection record and one nested run per
+    candidate) and register the detector as a new version aliased `challenger`."""
     if config.featurizer is not None:
         write_featurizer(detector_dir, config.featurizer)
+    artifacts = {
+        "report": evaluation_outputs.report_json,
+        "report_html": evaluation_outputs.report_html,
+        "data_checks": data_check_path,
+    }
+    candidate_runs = None
+    if selection_path is not None:
+        artifacts["selection"] = Path(selection_path)
+        candidate_runs = [dict(c) for c in selection.SelectionOutcome.read_json(selection_path).candidates]
+    if text_check_path is not None:
+        artifacts["text_checks"] = Path(text_check_path)
     return registry.log_and_register(
         experiment_name=config.experiment_name,
         model_name=config.model_name,
         params=config.to_params(),
         metrics=evaluation_outputs.metrics,
-        artifacts={
-            "report": evaluation_outputs.report_json,
-            "report_html": evaluation_outputs.report_html,
-            "data_checks": data_check_path,
-        },
+        artifacts=artifacts,
         detector_dir=detector_dir,
         feature_names=list(data.feature_columns),
         accepts_text=config.featurizer is not None,
         tags={f"fingerprint.{k}": v for k, v in data.fingerprints.items()},
         step_metrics=evaluation_outputs.step_metrics,
+        candidate_runs=candidate_runs,
     )
 
 

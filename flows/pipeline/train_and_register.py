@@ -65,10 +65,11 @@ def train_and_register(
         source = VectorDirSource(str(data_dir))
     run_dir = new_run_dir()
     registry.configure_tracking()
+    text_check_path = None
     if isinstance(source, TEXT_SOURCES):
         text_files = split_text_task(source, run_dir / "text", config.seed)
         try:
-            check_text_task(text_files, run_dir / text_splits.TEXT_CHECK_FILE)
+            text_check_path = check_text_task(text_files, run_dir / text_splits.TEXT_CHECK_FILE)
         except text_splits.TextCheckFailed as failure:
             registry.log_failed_validation(
                 config.experiment_name, config.to_params(), failure.result_path, str(failure)
@@ -104,7 +105,7 @@ def train_and_register(
         timings["train_seconds"] = time.perf_counter() - t0
     detector_dir = calibrate_task(detector_dir, data, config.alpha)
     outputs = evaluate_task(detector_dir, data, config, run_dir, timings, selection_path)
-    registered = register_task(config, data, detector_dir, outputs, data_check_path)
+    registered = register_task(config, data, detector_dir, outputs, data_check_path, selection_path, text_check_path)
     return PipelineResult(
         run_dir=run_dir,
         registered=registered,

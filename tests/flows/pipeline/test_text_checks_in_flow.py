@@ -8,8 +8,9 @@ from typer.testing import CliRunner
 
 from flows.cli.app import app
 
-# `ebmops train` runs the train_and_register flow (stopped by the text checks): Prefect's test harness.
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+# `ebmops train` runs the train_and_register flow (stopped by the text checks): Prefect's test harness,
+# whose start makes it slow.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 
 def _write(path, rows, columns):
