@@ -7,7 +7,7 @@
   the energy a kernel density in its space (needs labels).
 """
 
-from ebm_core.detectors.base import DETECTOR_KINDS, Detector, load_detector
+from ebm_core.detectors.base import DETECTOR_KINDS, Assessment, Detector, load_detector
 from ebm_core.detectors.composed import ComposedDetector
 from ebm_core.detectors.contrastive_head import ContrastiveHeadConfig, ContrastiveHeadDetector
 from ebm_core.detectors.energy import EnergyDetector
@@ -15,6 +15,7 @@ from ebm_core.detectors.energy_config import DetectorConfig
 from ebm_core.detectors.kernel_density import KernelDensityDetector
 
 __all__ = [
+    "Assessment",
     "DETECTOR_KINDS",
     "ComposedDetector",
     "ContrastiveHeadConfig",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import json
+from dataclasses import dataclass
 import shutil
 import tempfile
 from pathlib import Path
@@ -33,6 +34,13 @@ FORMAT_VERSION = 2  # 2 added `kind`; 1 is read as kind "energy"
 WEIGHTS_FILE = "weights.safetensors"
 METADATA_FILE = "detector.json"
 DETECTOR_KINDS: dict[str, type["Detector"]] = {}  # kind -> class, filled as each kind's module is imported
+
+
+@dataclass(frozen=True)
+class Assessment:
+    energy: np.ndarray  # (N,) float64, higher = more OOD
+    p_value: np.ndarray  # (N,) conformal p-values
+    is_ood: np.ndarray  # (N,) bool, energy > threshold_
 
 
 class Detector(abc.ABC):
@@ -95,8 +103,18 @@ class Detector(abc.ABC):
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """True where the input is flagged as OOD (energy above the calibrated threshold)."""
+        return self.assess(x).is_ood
+
+    def assess(self, x: np.ndarray) -> "Assessment":
+        """Energy, p-value and flag per row from one scoring pass (what a served guard returns).
+        The flag rule is written here once: energy strictly above the calibrated threshold."""
         self._check_calibrated()
-        return self.score(x) > self.threshold_
+        energy = self.score(x)
+        return Assessment(
+            energy=energy,
+            p_value=conformal_p_values(self.calibration_energies_, energy),
+            is_ood=energy > self.threshold_,
+        )
 
     @property
     def is_calibrated(self) -> bool:

@@ -48,6 +48,9 @@ def demo(
         "labels), jem (classifier + CD hybrid, uses labels), margin (energy margins against outliers).",
     ),
     budget: Optional[str] = typer.Option(None, help="Selection budget ('fast' for the demo, 'default')."),
+    sampler: Optional[str] = typer.Option(
+        None, help="MCMC sampler for the negatives of cd / cdk / jem: langevin, mala or hmc (with --objective)."
+    ),
     progress: bool = typer.Option(True, help="Show a training progress bar."),
 ):
     """Train and register a guard on scikit-learn's bundled digits (0-5 in-distribution; 6-9, noise
@@ -65,6 +68,8 @@ def demo(
         pipeline_config = _with_objective(pipeline_config, objective)
     if budget is not None:
         pipeline_config = pipeline_config.with_selection_budget(budget)
+    if sampler is not None:
+        pipeline_config = _with_sampler(pipeline_config, sampler)
     _run_pipeline(pipeline_config, source=None, progress=progress)
 
 
@@ -111,6 +116,9 @@ def train(
         None, help="Selection budget: a key of the search space's `budgets` ('default'; 'fast' trains every "
         "candidate 0.3x its steps)."
     ),
+    sampler: Optional[str] = typer.Option(
+        None, help="MCMC sampler for the negatives of cd / cdk / jem: langevin, mala or hmc (with --objective)."
+    ),
     steps: Optional[int] = typer.Option(None, min=1, help="Override the number of training steps."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ):
@@ -133,6 +141,8 @@ def train(
         pipeline_config = _with_objective(pipeline_config, objective)
     if budget is not None:
         pipeline_config = pipeline_config.with_selection_budget(budget)
+    if sampler is not None:
+        pipeline_config = _with_sampler(pipeline_config, sampler)
     if data_dir is not None:
         source = VectorDirSource(str(data_dir))
     elif dataset is not None:
@@ -183,6 +193,16 @@ def _with_objective(pipeline_config, objective: str):
     if objective not in OBJECTIVES:
         raise typer.BadParameter(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
     return pipeline_config.with_objective(objective)
+
+
+def _with_sampler(pipeline_config, sampler: str):
+    from dataclasses import replace
+
+    from ebm_core import SAMPLERS
+
+    if sampler not in SAMPLERS:
+        raise typer.BadParameter(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    return replace(pipeline_config, detector=pipeline_config.detector.with_sampler(sampler))
 
 
 def _run_pipeline(pipeline_config, source, progress: bool) -> None:

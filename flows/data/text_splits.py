@@ -55,7 +55,8 @@ class TextSplitFiles:
 
     paths: dict[str, str]
     has_labels: bool
-    text_column: str  # the user's column name, for messages
+    text_column: str  # the user's column names, for messages
+    label_column: str | None = None
 
 
 def write_text_splits(source: TextTablesSource | Clinc150Source, out_dir: Path, seed: int) -> TextSplitFiles:
@@ -82,7 +83,7 @@ def write_text_splits(source: TextTablesSource | Clinc150Source, out_dir: Path, 
             "ood_oos_test": data["oos_test"][["text"]],
             OUTLIERS_SPLIT: data["oos_train"][["text"]],
         }
-        has_labels, text_column = True, "text"
+        has_labels, text_column, label_column = True, "text", "intent"
     else:
         from flows.data.text_data import load_table
 
@@ -105,13 +106,17 @@ def write_text_splits(source: TextTablesSource | Clinc150Source, out_dir: Path, 
             order = rng.permutation(len(val))
             half = len(val) // 2
             frames = {"train": train, "calibration": val.iloc[order[:half]], "in_test": val.iloc[order[half:]]}
-        for path in source.ood_val:
-            frames[ood_split_name(path, validation=True)] = read(path, False)
-        for path in source.ood_test:
-            frames[ood_split_name(path, validation=False)] = read(path, False)
+        for paths_of_kind, validation in ((source.ood_val, True), (source.ood_test, False)):
+            for path in paths_of_kind:
+                name = ood_split_name(path, validation=validation)
+                if name in frames:
+                    raise ValueError(
+                        f"two OOD files map to the split {name!r} ({path} and an earlier one): give them different names"
+                    )
+                frames[name] = read(path, False)
         if source.outliers is not None:
             frames[OUTLIERS_SPLIT] = read(source.outliers, False)
-        has_labels, text_column = source.label_column is not None, source.text_column
+        has_labels, text_column, label_column = source.label_column is not None, source.text_column, source.label_column
     paths = {}
     for split, frame in frames.items():
         columns = ["text"] + ([LABEL_COLUMN] if LABEL_COLUMN in frame.columns else [])
@@ -120,7 +125,7 @@ def write_text_splits(source: TextTablesSource | Clinc150Source, out_dir: Path, 
         frame["source_row"] = frame.index.to_numpy()
         paths[split] = str(out_dir / f"{split}.parquet")
         frame.to_parquet(paths[split], index=False)
-    return TextSplitFiles(paths=paths, has_labels=has_labels, text_column=text_column)
+    return TextSplitFiles(paths=paths, has_labels=has_labels, text_column=text_column, label_column=label_column)
 
 
 class TextCheckFailed(ValueError):
@@ -161,7 +166,8 @@ def check_text_splits(files: TextSplitFiles, out_path: Path) -> Path:
     results = []
     train_labels = None
     if files.has_labels:
-        train_labels = tuple(sorted(set(frames["train"][LABEL_COLUMN].dropna().astype(str))))
+        # as stored (ints stay ints): the calibration and test labels are compared with these
+        train_labels = tuple(sorted(set(frames["train"][LABEL_COLUMN].dropna().tolist()), key=str))
     for split, frame in frames.items():
         labelled = LABEL_COLUMN in frame.columns
         spec = TextDatasetSpec(
@@ -185,7 +191,7 @@ def check_text_splits(files: TextSplitFiles, out_path: Path) -> Path:
             results.append(
                 check_ood_reference_overlap(in_distribution, frame["text"], name=f"{split} vs in-distribution")
             )
-    results = [_with_user_column(r, files.text_column) for r in results]
+    results = [_with_user_columns(r, files.text_column, files.label_column) for r in results]
     out_path = Path(out_path)
     write_text_atomic(
         out_path,
@@ -199,13 +205,12 @@ def check_text_splits(files: TextSplitFiles, out_path: Path) -> Path:
     return out_path
 
 
-def _with_user_column(result, text_column: str):
-    """Name the user's text column in outcomes (the split files call it `text`)."""
+def _with_user_columns(result, text_column: str, label_column: str | None):
+    """Name the user's columns in outcomes (the split files call them `text` and `label`)."""
     from dataclasses import replace
 
-    if text_column == "text":
-        return result
-    outcomes = tuple(replace(o, column=text_column) if o.column == "text" else o for o in result.outcomes)
+    names = {"text": text_column, LABEL_COLUMN: label_column or LABEL_COLUMN}
+    outcomes = tuple(replace(o, column=names.get(o.column, o.column)) for o in result.outcomes)
     return replace(result, outcomes=outcomes)
 
 

@@ -9,7 +9,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
-from ebm_core import Detector, conformal_p_values, load_detector
+from ebm_core import Detector, load_detector
 from flows.guard.input_checks import InvalidGuardInput, max_rows, validate_guard_input
 
 DETECTOR_ARTIFACT = "detector"
@@ -79,11 +79,5 @@ def score_frame(detector: Detector, model_input) -> pd.DataFrame:
     except InvalidGuardInput as error:
         # The scoring server turns ordinary exceptions into a generic message; this keeps the reason.
         raise MlflowException(str(error), error_code=INVALID_PARAMETER_VALUE) from error
-    energy = detector.score(x)
-    return pd.DataFrame(
-        {
-            "energy": energy,
-            "p_value": conformal_p_values(detector.calibration_energies_, energy),
-            "is_ood": energy > detector.threshold_,
-        }
-    )
+    assessment = detector.assess(x)
+    return pd.DataFrame({"energy": assessment.energy, "p_value": assessment.p_value, "is_ood": assessment.is_ood})

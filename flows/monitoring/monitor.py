@@ -40,7 +40,6 @@ from evaluation.monitoring import (
     SequentialDetector,
     add_counts,
     batch_stats,
-    conformal_p_values,
     feedback_counts,
     feedback_stats_from_counts,
     flag_rate_test,
@@ -193,7 +192,7 @@ def score_batch(path: Path, guard: Guard, config: MonitorConfig) -> ScoredBatch:
         x = frame[list(names)].to_numpy(dtype=np.float64)
     if len(frame) == 0:
         raise ValueError(f"{path}: the batch has no rows")
-    energies = detector.score(np.asarray(x, dtype=np.float64))
+    assessment = detector.assess(np.asarray(x, dtype=np.float64))
     feedback = (
         frame["feedback"].to_numpy(dtype=np.float64, na_value=np.nan)
         if "feedback" in frame
@@ -204,9 +203,9 @@ def score_batch(path: Path, guard: Guard, config: MonitorConfig) -> ScoredBatch:
         first, last = frame["timestamp"].min().isoformat(), frame["timestamp"].max().isoformat()
     return ScoredBatch(
         source=path.name,
-        energies=energies,
-        p_values=conformal_p_values(detector.calibration_energies_, energies),
-        flagged=energies > detector.threshold_,
+        energies=assessment.energy,
+        p_values=assessment.p_value,
+        flagged=assessment.is_ood,
         feedback=feedback,
         first_timestamp=first,
         last_timestamp=last,

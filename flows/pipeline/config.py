@@ -10,9 +10,9 @@ import yaml
 
 from ebm_core import DetectorConfig, LangevinSampler, TrainConfig
 from flows.data.datasets import DigitsDataConfig
+from flows.guard.names import DEFAULT_MODEL_NAME
 
 DEMO_CONFIG_PATH = Path(__file__).with_name("configs") / "demo.yaml"
-CLINC150_CONFIG_PATH = Path(__file__).with_name("configs") / "clinc150.yaml"
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,8 @@ class SelectionConfig:
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    experiment_name: str = "ebm-guard"
-    model_name: str = "ebm-guard"
+    experiment_name: str = DEFAULT_MODEL_NAME
+    model_name: str = DEFAULT_MODEL_NAME
     alpha: float = 0.05
     seed: int = 0
     featurizer: str | None = None  # "all-MiniLM-L6-v2" when the guard takes raw text

@@ -2,6 +2,8 @@
 only, choose one by a written rule, and refit the winner on all the training rows.
 
 Validation schemes (the first that applies):
+- `ood_val+held_out_classes`: OOD validation sets and labels. The two estimates below are averaged,
+  each weighing half: a small OOD set shows one kind of problem, held-out classes another.
 - `ood_val`: OOD validation sets were given. Candidates are fit on a seeded share of the training rows;
   the rest of the training rows are the in-distribution validation rows, the OOD validation sets the
   positives.
@@ -46,7 +48,7 @@ from ebm_core import (
 from evaluation.metrics import auroc, fpr_at_tpr
 
 SEARCH_SPACE_PATH = Path(__file__).with_name("configs") / "search_space.yaml"
-SCHEMES = ("ood_val", "held_out_classes", "held_out_clusters")
+SCHEMES = ("ood_val+held_out_classes", "ood_val", "held_out_classes", "held_out_clusters")
 KINDS = ("energy", "kernel_density", "contrastive_head")
 FAMILIES = ("label_free", "labelled")
 
@@ -83,9 +85,15 @@ class CandidateSpec:
         config = DetectorConfig.from_dict(self.params)
         return EnergyDetector(config.with_training_steps(max(1, round(config.train.n_steps * step_scale))))
 
-    def fit_params(self, seed: int, callbacks: tuple = ()) -> dict[str, Any]:
-        """Keyword arguments of this kind's `fit` (a kernel density draws nothing and trains nothing)."""
-        return {} if self.kind == "kernel_density" else {"seed": seed, "callbacks": callbacks}
+    def fit_params(self, seed: int, callbacks: tuple = (), outliers: np.ndarray | None = None) -> dict[str, Any]:
+        """Keyword arguments of this kind's `fit` (a kernel density draws nothing and trains nothing);
+        known-bad rows go to energy objectives that train on them, the same in validation and refit."""
+        if self.kind == "kernel_density":
+            return {}
+        params: dict[str, Any] = {"seed": seed, "callbacks": callbacks}
+        if outliers is not None and self.kind == "energy" and DetectorConfig.from_dict(self.params).objective.uses_outliers:
+            params["outliers"] = outliers
+        return params
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,6 +106,7 @@ class SearchSpace:
     id_validation_fraction: float = 0.2
     held_out_fraction: float = 0.2
     n_splits: int = 3
+    n_splits_with_ood_val: int = 2  # held-out-class splits beside an OOD validation set
     n_clusters: int = 10
     tie_tolerance: float = 0.002
     budgets: dict = field(default_factory=lambda: {"default": 1.0}, hash=False)
@@ -115,6 +124,13 @@ class SearchSpace:
         for name in ("id_validation_fraction", "held_out_fraction"):
             if not 0.0 < getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)}")
+        if self.n_splits < 1 or self.n_clusters < 3:
+            raise ValueError(f"need n_splits >= 1 and n_clusters >= 3, got {self.n_splits} and {self.n_clusters}")
+        if not self.tie_tolerance >= 0.0:
+            raise ValueError(f"tie_tolerance must be >= 0, got {self.tie_tolerance}")
+        for name, scale in self.budgets.items():
+            if not (isinstance(scale, (int, float)) and scale > 0):
+                raise ValueError(f"budget {name!r} must be a positive step multiplier, got {scale!r}")
 
     def step_scale(self, budget: str) -> float:
         if budget not in self.budgets:
@@ -140,10 +156,21 @@ class SearchSpace:
                 budgets=dict(raw.pop("budgets", {"default": 1.0})),
                 rule=str(raw.pop("rule", "")),
                 tie_tolerance=float(raw.pop("tie_tolerance", 0.002)),
-                **validation,
+                **_known_keys(validation, VALIDATION_KEYS, "validation"),
+                **_known_keys(raw, (), "search space"),
             )
         except (TypeError, ValueError) as error:
             raise ValueError(f"{path}: {error}") from error
+
+
+VALIDATION_KEYS = ("id_validation_fraction", "held_out_fraction", "n_splits", "n_splits_with_ood_val", "n_clusters")
+
+
+def _known_keys(raw: dict, known: tuple[str, ...], where: str) -> dict:
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {where} key(s) {unknown}; known: {', '.join(known) or 'none left'}")
+    return raw
 
 
 def _scaled(train_config, step_scale: float):
@@ -162,11 +189,14 @@ class Fold:
     ood_rows: np.ndarray
     use_external_ood: bool
     held_out: tuple = ()
+    scheme: str = ""  # which validation scheme cut this fold
 
 
 def validation_scheme(has_labels: bool, has_ood_val: bool) -> str:
+    """OOD validation sets are few examples of one kind of problem: with labels, held-out classes
+    are averaged in as a second, independent estimate (each scheme weighs half)."""
     if has_ood_val:
-        return "ood_val"
+        return "ood_val+held_out_classes" if has_labels else "ood_val"
     return "held_out_classes" if has_labels else "held_out_clusters"
 
 
@@ -177,10 +207,17 @@ def make_folds(
     `held_out_clusters`, else y)."""
     rng = np.random.default_rng(seed)
     n = x.shape[0]
+    if scheme == "ood_val+held_out_classes":
+        ood_folds, _ = make_folds(x, y, "ood_val", space, seed)
+        if len(np.unique(y)) < 3:  # too few classes to hold any out: the OOD validation set alone
+            return ood_folds, y
+        class_space = replace(space, n_splits=space.n_splits_with_ood_val)
+        class_folds, _ = make_folds(x, y, "held_out_classes", class_space, seed)
+        return ood_folds + class_folds, y
     if scheme == "ood_val":
         order = rng.permutation(n)
         n_id = max(1, int(round(space.id_validation_fraction * n)))
-        return [Fold(np.sort(order[n_id:]), np.sort(order[:n_id]), np.zeros(0, dtype=int), True)], y
+        return [Fold(np.sort(order[n_id:]), np.sort(order[:n_id]), np.zeros(0, dtype=int), True, (), "ood_val")], y
     if scheme == "held_out_clusters":
         groups = cluster_labels(x, space.n_clusters, seed)
     elif scheme == "held_out_classes":
@@ -211,6 +248,7 @@ def make_folds(
                 ood_rows=np.flatnonzero(out_mask),
                 use_external_ood=False,
                 held_out=tuple(_plain(c) for c in held_out),
+                scheme=scheme,
             )
         )
     return folds, groups
@@ -245,14 +283,20 @@ class CandidateResult:
     members: tuple[str, ...] = ()
     weights: tuple[float, ...] = ()
     group: str | None = None
+    fold_schemes: tuple[str, ...] = ()
 
     @property
     def auroc(self) -> float:
-        return float(np.mean(self.fold_auroc)) if self.fold_auroc else float("nan")
+        return _scheme_mean(self.fold_auroc, self.fold_schemes)
 
     @property
     def fpr95(self) -> float:
-        return float(np.mean(self.fold_fpr95)) if self.fold_fpr95 else float("nan")
+        return _scheme_mean(self.fold_fpr95, self.fold_schemes)
+
+    def by_scheme(self, values: tuple[float, ...]) -> dict[str, float | None]:
+        schemes = self.fold_schemes or ("",) * len(values)
+        return {scheme: _round(float(np.mean([v for v, s in zip(values, schemes) if s == scheme])))
+                for scheme in dict.fromkeys(schemes)}
 
     @property
     def ok(self) -> bool:
@@ -268,6 +312,8 @@ class CandidateResult:
             "val_fpr95": _round(self.fpr95),
             "fold_auroc": [_round(v) for v in self.fold_auroc],
             "fold_fpr95": [_round(v) for v in self.fold_fpr95],
+            "fold_schemes": list(self.fold_schemes),
+            "val_auroc_by_scheme": self.by_scheme(self.fold_auroc) if self.fold_auroc else {},
             "fit_seconds": round(self.fit_seconds, 3),
             "score_us_per_row": round(self.score_us_per_row, 3),
             "error": self.error,
@@ -291,7 +337,7 @@ def evaluate_candidate(
             detector = spec.build(step_scale)
             started = time.perf_counter()
             labels = y[fold.fit_rows] if (y is not None and spec.family == "labelled") else None
-            detector.fit(x[fold.fit_rows], labels, **spec.fit_params(seed + i))
+            detector.fit(x[fold.fit_rows], labels, **spec.fit_params(seed + i, outliers=data["outliers"]))
             fit_seconds += time.perf_counter() - started
             started = time.perf_counter()
             s_id = detector.score(x[fold.id_rows])
@@ -317,6 +363,7 @@ def evaluate_candidate(
         family=spec.family,
         kind=spec.kind,
         group=spec.group,
+        fold_schemes=tuple(f.scheme for f in folds),
         fold_auroc=tuple(fold_auroc),
         fold_fpr95=tuple(fold_fpr95),
         fit_seconds=fit_seconds,
@@ -334,6 +381,7 @@ def validation_baselines(folds_path: str | Path) -> dict[str, dict[str, float]]:
     data = load_folds(folds_path)
     x, y, external_ood = data["x"], data["y"], data["ood_val"]
     per_baseline: dict[str, list[tuple[float, float]]] = {}
+    schemes = tuple(fold.scheme for fold in data["folds"])
     for fold in data["folds"]:
         parts = [x[fold.ood_rows]] if len(fold.ood_rows) else []
         if fold.use_external_ood and external_ood is not None:
@@ -348,14 +396,19 @@ def validation_baselines(folds_path: str | Path) -> dict[str, dict[str, float]]:
         for name, metrics in results.metrics.items():
             per_baseline.setdefault(name, []).append((metrics["ood"].auroc, metrics["ood"].fpr95))
     return {
-        name: {"val_auroc": _round(float(np.mean([a for a, _ in v]))), "val_fpr95": _round(float(np.mean([f for _, f in v])))}
+        name: {
+            "val_auroc": _round(_scheme_mean(tuple(a for a, _ in v), schemes)),
+            "val_fpr95": _round(_scheme_mean(tuple(f for _, f in v), schemes)),
+        }
         for name, v in per_baseline.items()
+        if len(v) == len(schemes)
     }
 
 
 def baseline_warning(winner: CandidateResult, baselines: dict[str, dict[str, float]]) -> tuple[int, str | None]:
     """The winner's AUROC rank among the baselines on validation, and a plain warning when one beats it."""
-    better = {name: m["val_auroc"] for name, m in baselines.items() if m["val_auroc"] is not None and m["val_auroc"] > winner.auroc}
+    ours = _round(winner.auroc)  # the baselines' figures are rounded the same way
+    better = {name: m["val_auroc"] for name, m in baselines.items() if m["val_auroc"] is not None and m["val_auroc"] > ours}
     if not better:
         return 1, None
     names = ", ".join(f"{name} ({value:.3f})" for name, value in sorted(better.items(), key=lambda kv: -kv[1]))
@@ -408,6 +461,7 @@ def _composed(first: CandidateResult, second: CandidateResult, w: float) -> Cand
         score_cost=first.score_cost + second.score_cost,
         members=(first.name, second.name),
         weights=member_weights,
+        fold_schemes=first.fold_schemes,
     )
 
 
@@ -440,9 +494,7 @@ def refit_winner(
     def fit(spec: CandidateSpec) -> Detector:
         detector = spec.build(step_scale)
         labels = y if spec.family == "labelled" else None
-        kwargs: dict[str, Any] = {"feature_names": feature_names, **spec.fit_params(seed, callbacks)}
-        if spec.kind == "energy" and outliers is not None:
-            kwargs["outliers"] = outliers
+        kwargs: dict[str, Any] = {"feature_names": feature_names, **spec.fit_params(seed, callbacks, outliers)}
         return detector.fit(x, labels, **kwargs)
 
     if winner.members:
@@ -508,9 +560,18 @@ class SelectionOutcome:
 
 # ---- folds on disk: tasks pass paths, not arrays ----------------------------------------------------------
 def save_folds(
-    path: str | Path, x: np.ndarray, y: np.ndarray | None, ood_val: np.ndarray | None, folds: list[Fold]
+    path: str | Path,
+    x: np.ndarray,
+    y: np.ndarray | None,
+    ood_val: np.ndarray | None,
+    folds: list[Fold],
+    outliers: np.ndarray | None = None,
 ) -> Path:
+    """x, labels, OOD validation rows, known-bad training rows (outliers, never validation data) and
+    each fold's row indices and held-out classes."""
     arrays: dict[str, np.ndarray] = {"x": np.asarray(x, dtype=np.float64)}
+    if outliers is not None:
+        arrays["outliers"] = np.asarray(outliers, dtype=np.float64)
     if y is not None:
         arrays["y"] = np.asarray([str(v) for v in y])
     if ood_val is not None:
@@ -520,8 +581,11 @@ def save_folds(
         arrays[f"fold{i}.id"] = fold.id_rows
         arrays[f"fold{i}.ood"] = fold.ood_rows
         arrays[f"fold{i}.external"] = np.asarray(fold.use_external_ood)
+        arrays[f"fold{i}.held_out"] = np.asarray([str(c) for c in fold.held_out])
+        arrays[f"fold{i}.scheme"] = np.asarray(fold.scheme)
     path = Path(path)
-    np.savez(path, **arrays)  # plain arrays: loaded with allow_pickle=False
+    with open(path, "wb") as handle:  # np.savez would add ".npz" to a bare path
+        np.savez(handle, **arrays)  # plain arrays: loaded with allow_pickle=False
     return path
 
 
@@ -529,16 +593,31 @@ def load_folds(path: str | Path) -> dict[str, Any]:
     with np.load(path, allow_pickle=False) as data:
         folds, i = [], 0
         while f"fold{i}.fit" in data:
+            held_out = tuple(data[f"fold{i}.held_out"].tolist()) if f"fold{i}.held_out" in data else ()
+            scheme = str(data[f"fold{i}.scheme"]) if f"fold{i}.scheme" in data else ""
             folds.append(
-                Fold(data[f"fold{i}.fit"], data[f"fold{i}.id"], data[f"fold{i}.ood"], bool(data[f"fold{i}.external"]))
+                Fold(
+                    data[f"fold{i}.fit"], data[f"fold{i}.id"], data[f"fold{i}.ood"], bool(data[f"fold{i}.external"]),
+                    held_out, scheme,
+                )
             )
             i += 1
         return {
             "x": data["x"],
             "y": data["y"] if "y" in data else None,
             "ood_val": data["ood_val"] if "ood_val" in data else None,
+            "outliers": data["outliers"] if "outliers" in data else None,
             "folds": folds,
         }
+
+
+def _scheme_mean(values: tuple[float, ...], schemes: tuple[str, ...]) -> float:
+    """Mean over schemes of the mean over each scheme's folds (each scheme weighs the same)."""
+    if not values:
+        return float("nan")
+    schemes = schemes or ("",) * len(values)
+    per_scheme = [np.mean([v for v, s in zip(values, schemes) if s == scheme]) for scheme in dict.fromkeys(schemes)]
+    return float(np.mean(per_scheme))
 
 
 def _plain(value):

@@ -204,7 +204,10 @@ def plan_selection(data: PreparedData, config: PipelineConfig, run_dir: Path) ->
     )
     scheme = selection.validation_scheme(labels is not None, ood_val is not None)
     folds, _ = selection.make_folds(x_train, labels, scheme, space, config.seed)
-    folds_path = selection.save_folds(Path(run_dir) / "selection_folds.npz", x_train, labels, ood_val, folds)
+    outliers = read_vectors(data.path("outliers"), list(data.feature_columns)) if "outliers" in data.split_paths else None
+    folds_path = selection.save_folds(
+        Path(run_dir) / "selection_folds.npz", x_train, labels, ood_val, folds, outliers=outliers
+    )
     return SelectionPlan(
         folds_path=str(folds_path),
         scheme=scheme,
