@@ -4,7 +4,8 @@ loss, the energy read as a kernel density of the training rows in the head's spa
 
 Why: classifier energies only see the directions that separate the known classes; a kernel density on
 the raw features sees every direction equally. The contrastive head learns a space where the known
-classes are tight clusters, and a query far from every cluster has high energy. Needs labels.
+classes are tight clusters, and a query far from every cluster has high energy. Needs labels, or
+`pseudo_label_clusters` to learn from spherical k-means clusters of the rows (label-free).
 
 Fitted state: `n_features_in_`, `feature_names_in_`, `mean_`, `scale_`, `classes_`, `energy_`, `history_`.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ebm_core.clustering import auto_n_clusters, spherical_kmeans
 from ebm_core.detectors.base import Detector, check_feature_names, check_features
 from ebm_core.energies.contrastive_head import ContrastiveHeadEnergy
 from ebm_core.errors import ShapeError
@@ -33,6 +35,9 @@ class ContrastiveHeadConfig:
     contrastive_temperature: float = 0.1  # tau of the SupCon loss
     density_temperature: float = 0.05  # kernel width of the density in the head's space
     min_feature_scale: float = 1e-3  # features with a smaller std are not rescaled
+    # Without labels: learn from spherical k-means clusters of the rows instead ("auto": sqrt(N / 2)
+    # clusters); None: labels are required.
+    pseudo_label_clusters: int | str | None = None
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(n_steps=1000, batch_size=512, learning_rate=1e-3, weight_decay=1e-4)
     )
@@ -74,8 +79,17 @@ class ContrastiveHeadDetector(Detector):
         are accepted and ignored."""
         x = check_features(x, "x")
         self._reset_fitted_state()
+        config = self.config
         if y is None:
-            raise ValueError("ContrastiveHeadDetector needs labels (y): it learns a space where classes cluster")
+            if config.pseudo_label_clusters is None:
+                raise ValueError(
+                    "ContrastiveHeadDetector needs labels (y): it learns a space where classes cluster "
+                    "(or set pseudo_label_clusters to learn from k-means clusters of the rows)"
+                )
+            n_clusters = (
+                auto_n_clusters(x.shape[0]) if config.pseudo_label_clusters == "auto" else int(config.pseudo_label_clusters)
+            )
+            y = spherical_kmeans(x - x.mean(axis=0), min(n_clusters, x.shape[0]), seed=seed)
         y = np.asarray(y)
         if y.shape != (x.shape[0],):
             raise ShapeError(f"y must have shape ({x.shape[0]},), got {y.shape}")
@@ -83,7 +97,6 @@ class ContrastiveHeadDetector(Detector):
         if len(unique) < 2:
             raise ValueError(f"ContrastiveHeadDetector needs at least 2 classes, got {len(unique)}")
         feature_names = check_feature_names(feature_names, x.shape[1])
-        config = self.config
         self.n_features_in_ = x.shape[1]
         self.feature_names_in_ = feature_names
         self.classes_ = [c.item() if hasattr(c, "item") else c for c in unique]

@@ -208,3 +208,40 @@ def test_detector_saved_and_reloaded_scores_identically(fitted, tmp_path):
     assert loaded.config == detector.config
     assert loaded.classes_ == [0, 1, 2] and loaded.feature_names_in_ == [f"f{i}" for i in range(8)]
     assert loaded.history_.loss == detector.history_.loss
+
+
+# ---- label-free: pseudo-labels from spherical k-means -----------------------------------------------------
+def test_spherical_kmeans_recovers_well_separated_directions():
+    from ebm_core.clustering import auto_n_clusters, spherical_kmeans
+
+    rng = np.random.default_rng(0)
+    directions = np.eye(6)[:3] * 5.0
+    truth = rng.integers(0, 3, 300)
+    x = directions[truth] + rng.normal(scale=0.3, size=(300, 6))
+    found = spherical_kmeans(x, 3, seed=1)
+    # the same partition up to renaming: each found cluster is exactly one true cluster
+    pairs = set(zip(found.tolist(), truth.tolist()))
+    assert len(pairs) == 3 and len({f for f, _ in pairs}) == 3
+    np.testing.assert_array_equal(spherical_kmeans(x, 3, seed=1), found)  # seeded: reproducible
+    assert auto_n_clusters(15000) == 87 and auto_n_clusters(3) == 2 and auto_n_clusters(10**7) == 200
+    with pytest.raises(ValueError, match="n_clusters"):
+        spherical_kmeans(x[:2], 3)
+
+
+def test_without_labels_the_head_learns_from_clusters_and_flags_an_unseen_direction():
+    from ebm_core import ContrastiveHeadConfig, ContrastiveHeadDetector
+    from evaluation.metrics import auroc
+
+    rng = np.random.default_rng(0)
+    directions = np.eye(8)[:4] * 4.0
+    x = directions[rng.integers(0, 4, 400)] + rng.normal(scale=0.4, size=(400, 8))
+    held_in = directions[rng.integers(0, 4, 100)] + rng.normal(scale=0.4, size=(100, 8))
+    unseen = np.eye(8)[6] * 4.0 + rng.normal(scale=0.4, size=(100, 8))
+    config = ContrastiveHeadConfig(
+        hidden_dims=(32,), feature_dim=8, pseudo_label_clusters=4,
+        train=TrainConfig(n_steps=60, batch_size=128, learning_rate=1e-2),
+    )
+    detector = ContrastiveHeadDetector(config).fit(x, None, seed=0)
+    assert auroc(detector.score(held_in), detector.score(unseen)) > 0.9
+    with pytest.raises(ValueError, match="pseudo_label_clusters"):
+        ContrastiveHeadDetector(ContrastiveHeadConfig()).fit(x, None)
