@@ -15,7 +15,8 @@ Validation schemes (the first that applies):
   pseudo-classes (stated synthetic scheme: near-OOD that looks like a missing topic).
 
 Rule (also in the search space file and the report): highest mean validation AUROC; candidates within
-`tie_tolerance` of the best are compared by mean validation FPR95 (lower wins), then by scoring cost.
+`tie_tolerance` of the best are compared by mean validation FPR95 (lower wins; within
+`fpr_tie_tolerance` equal), then by scoring cost (a single detector before a composition).
 
 Compositions: after the members are scored, the best label-free and the best labelled candidate, and
 every pair among the three best candidates, are summed with weights w and 1 - w, each divided by its
@@ -109,6 +110,7 @@ class SearchSpace:
     n_splits_with_ood_val: int = 2  # held-out-class splits beside an OOD validation set
     n_clusters: int = 10
     tie_tolerance: float = 0.002
+    fpr_tie_tolerance: float = 0.005
     budgets: dict = field(default_factory=lambda: {"default": 1.0}, hash=False)
     rule: str = ""
 
@@ -126,8 +128,8 @@ class SearchSpace:
                 raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)}")
         if self.n_splits < 1 or self.n_clusters < 3:
             raise ValueError(f"need n_splits >= 1 and n_clusters >= 3, got {self.n_splits} and {self.n_clusters}")
-        if not self.tie_tolerance >= 0.0:
-            raise ValueError(f"tie_tolerance must be >= 0, got {self.tie_tolerance}")
+        if not (self.tie_tolerance >= 0.0 and self.fpr_tie_tolerance >= 0.0):
+            raise ValueError(f"tie tolerances must be >= 0, got {self.tie_tolerance}, {self.fpr_tie_tolerance}")
         for name, scale in self.budgets.items():
             if not (isinstance(scale, (int, float)) and scale > 0):
                 raise ValueError(f"budget {name!r} must be a positive step multiplier, got {scale!r}")
@@ -156,6 +158,7 @@ class SearchSpace:
                 budgets=dict(raw.pop("budgets", {"default": 1.0})),
                 rule=str(raw.pop("rule", "")),
                 tie_tolerance=float(raw.pop("tie_tolerance", 0.002)),
+                fpr_tie_tolerance=float(raw.pop("fpr_tie_tolerance", 0.005)),
                 **_known_keys(validation, VALIDATION_KEYS, "validation"),
                 **_known_keys(raw, (), "search space"),
             )
@@ -411,9 +414,9 @@ def baseline_warning(winner: CandidateResult, baselines: dict[str, dict[str, flo
     better = {name: m["val_auroc"] for name, m in baselines.items() if m["val_auroc"] is not None and m["val_auroc"] > ours}
     if not better:
         return 1, None
-    names = ", ".join(f"{name} ({value:.3f})" for name, value in sorted(better.items(), key=lambda kv: -kv[1]))
+    names = ", ".join(f"{name} ({value:.4f})" for name, value in sorted(better.items(), key=lambda kv: -kv[1]))
     return 1 + len(better), (
-        f"on validation the baseline(s) {names} beat the chosen detector {winner.name} ({winner.auroc:.3f} AUROC); "
+        f"on validation the baseline(s) {names} beat the chosen detector {winner.name} ({winner.auroc:.4f} AUROC); "
         "the baselines cannot be registered, but consider more candidates or more training data"
     )
 
@@ -465,15 +468,18 @@ def _composed(first: CandidateResult, second: CandidateResult, w: float) -> Cand
     )
 
 
-def choose(results: list[CandidateResult], tie_tolerance: float) -> CandidateResult:
-    """Highest mean validation AUROC; within `tie_tolerance` of it, lowest FPR95, then cheapest to score."""
+def choose(results: list[CandidateResult], tie_tolerance: float, fpr_tie_tolerance: float = 0.005) -> CandidateResult:
+    """Highest mean validation AUROC; within `tie_tolerance` of it, the lowest FPR95 (FPR95s within
+    `fpr_tie_tolerance` of the lowest count as equal), then the cheapest to score, then the higher AUROC."""
     usable = [r for r in results if r.ok and math.isfinite(r.auroc)]
     if not usable:
         errors = "; ".join(f"{r.name}: {r.error}" for r in results if r.error)
         raise RuntimeError(f"no candidate could be trained and scored ({errors or 'no candidates'})")
     best_auroc = max(r.auroc for r in usable)
     tied = [r for r in usable if r.auroc >= best_auroc - tie_tolerance]
-    return min(tied, key=lambda r: (round(r.fpr95, 6), r.score_cost, -r.auroc))
+    best_fpr = min(r.fpr95 for r in tied)
+    tied = [r for r in tied if r.fpr95 <= best_fpr + fpr_tie_tolerance]
+    return min(tied, key=lambda r: (r.score_cost, -r.auroc))
 
 
 # ---- the winner, refit ---------------------------------------------------------------------------------

@@ -230,7 +230,7 @@ def finish_selection(
     """Add the compositions, apply the rule, compare with the baselines and write `selection.json`."""
     space = selection.SearchSpace.from_yaml(plan.search_space_path)
     results = list(results) + selection.compositions(list(results), space.composition_weights)
-    winner = selection.choose(results, space.tie_tolerance)
+    winner = selection.choose(results, space.tie_tolerance, space.fpr_tie_tolerance)
     rank, warning = selection.baseline_warning(winner, validation_baselines)
     outcome = selection.SelectionOutcome(
         scheme=plan.scheme,

@@ -478,6 +478,15 @@ def test_within_tie_tolerance_lower_fpr95_wins_then_lower_cost():
     assert choose([a, b, cheap], tie_tolerance=0.002).name == "cheap"
 
 
+def test_fpr95s_within_their_tolerance_are_equal_and_the_cheaper_detector_wins():
+    single = result("single", auroc=(0.9973,), fpr95=(0.00623,), cost=2.0)
+    composition = result("composition", auroc=(0.9969,), fpr95=(0.00617,), cost=3.0)
+    assert choose([single, composition], tie_tolerance=0.002, fpr_tie_tolerance=0.005).name == "single"
+    assert choose([single, composition], tie_tolerance=0.002, fpr_tie_tolerance=0.0).name == "composition"
+    better_fpr = result("better_fpr", auroc=(0.9969,), fpr95=(0.0001,), cost=3.0)  # 0.006 lower: beyond the tolerance
+    assert choose([single, better_fpr], tie_tolerance=0.002, fpr_tie_tolerance=0.005).name == "better_fpr"
+
+
 def test_failed_candidates_are_skipped_and_all_failed_raises_naming_the_errors():
     failed_high = result("failed_high", auroc=(0.99,), error="DivergenceError: loss exploded")
     no_folds = result("no_folds", auroc=(), fpr95=(), error="ValueError: bad")
@@ -498,9 +507,9 @@ def test_baseline_warning_only_when_a_baseline_beats_the_winner():
     better = {**worse, "logistic_energy": {"val_auroc": 0.97, "val_fpr95": 0.1}, "msp": {"val_auroc": 0.96, "val_fpr95": 0.2}}
     rank, warning = baseline_warning(winner, better)
     assert rank == 3
-    assert "logistic_energy (0.970)" in warning and "msp (0.960)" in warning and "knn" not in warning
+    assert "logistic_energy (0.9700)" in warning and "msp (0.9600)" in warning and "knn" not in warning
     assert warning.index("logistic_energy") < warning.index("msp")  # best first
-    assert "kd (0.950 AUROC)" in warning
+    assert "kd (0.9500 AUROC)" in warning
 
 
 def test_selection_outcome_json_round_trip(tmp_path):

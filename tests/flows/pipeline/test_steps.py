@@ -288,7 +288,7 @@ def test_finish_selection_warns_when_a_baseline_beats_the_winner(tmp_path, space
     ]
     path = steps.finish_selection(plan, made, {"knn": {"val_auroc": 0.9, "val_fpr95": 0.2}}, tmp_path, seconds=0.0)
     outcome = selection.SelectionOutcome.read_json(path)
-    assert outcome.winner == "kd_t0.05" and outcome.validation_rank == 2 and "knn (0.900)" in outcome.warning
+    assert outcome.winner == "kd_t0.05" and outcome.validation_rank == 2 and "knn (0.9000)" in outcome.warning
     assert [c["name"] for c in outcome.candidates] == ["kd_t0.05", "ce"]  # the failed one is kept, last
     assert outcome.candidates[1]["error"] == "DivergenceError: nan loss"
 
