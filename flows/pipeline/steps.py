@@ -202,7 +202,10 @@ def plan_selection(data: PreparedData, config: PipelineConfig, run_dir: Path) ->
         if ood_val_splits
         else None
     )
-    scheme = selection.validation_scheme(labels is not None, ood_val is not None)
+    # Held-out classes need at least 3 classes (one out, two or more kept); with fewer, k-means
+    # clusters of the rows stand in for them (the labelled candidates still train on the labels).
+    enough_classes = labels is not None and len(np.unique(labels)) >= 3
+    scheme = selection.validation_scheme(enough_classes, ood_val is not None)
     folds, _ = selection.make_folds(x_train, labels, scheme, space, config.seed)
     outliers = read_vectors(data.path("outliers"), list(data.feature_columns)) if "outliers" in data.split_paths else None
     folds_path = selection.save_folds(

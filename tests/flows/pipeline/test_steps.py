@@ -229,6 +229,13 @@ def test_plan_selection_holds_out_classes_when_labelled(tmp_path, space_yaml):
     assert plan.held_out[0] != plan.held_out[1]
 
 
+def test_plan_selection_with_two_classes_holds_out_clusters_instead(tmp_path, space_yaml):
+    data = prepared(write_vector_dir(tmp_path / "vectors", ood_val=False, n_classes=2))
+    plan = steps.plan_selection(data, config_for(space_yaml), tmp_path)
+    assert plan.scheme == "held_out_clusters"
+    assert selection.load_folds(plan.folds_path)["y"] is not None  # the labelled candidates still get labels
+
+
 def test_plan_selection_clusters_unlabelled_rows_and_drops_labelled_candidates(tmp_path, space_yaml):
     data = prepared(write_vector_dir(tmp_path / "vectors", labelled=False, ood_val=False))
     plan = steps.plan_selection(data, config_for(space_yaml), tmp_path)
