@@ -29,7 +29,7 @@ from ebm_core.energies import (
     MLPEnergyConfig,
     QuadraticEnergy,
 )
-from ebm_core.errors import NonFiniteError, NonFiniteLossError, NotCalibratedError, NotFittedError, ShapeError
+from ebm_core.errors import CalibrationError, NonFiniteError, NonFiniteLossError, NotCalibratedError, NotFittedError, ShapeError
 from ebm_core.objectives import (
     OBJECTIVES,
     CDConfig,
@@ -60,6 +60,7 @@ from ebm_core.stability import DivergenceError, ExponentialMovingAverage
 from ebm_core.training import TrainConfig, TrainingHistory, train_energy
 
 __all__ = [
+    "CalibrationError",
     "CDConfig",
     "CDKConfig",
     "CEConfig",

@@ -27,3 +27,9 @@ class NotFittedError(RuntimeError):
 
 class NotCalibratedError(RuntimeError):
     """The detector was asked for a threshold-dependent answer before `calibrate`."""
+
+
+class CalibrationError(ValueError):
+    """The calibration cannot give a guard that works: too few calibration rows for a finite threshold
+    at the asked rate, every row scored the same, or a stored threshold that its calibration does not
+    reproduce. A guard that would flag nothing (or everything) is refused, never saved as working."""

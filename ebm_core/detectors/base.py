@@ -17,6 +17,7 @@ loads as an energy detector.
 from __future__ import annotations
 
 import abc
+import math
 import json
 from dataclasses import dataclass
 import shutil
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from ebm_core.calibration import conformal_p_values, conformal_threshold
-from ebm_core.errors import NonFiniteError, NotCalibratedError, NotFittedError, ShapeError
+from ebm_core.errors import CalibrationError, NonFiniteError, NotCalibratedError, NotFittedError, ShapeError
 
 FORMAT_VERSION = 2  # 2 added `kind`; 1 is read as kind "energy"
 WEIGHTS_FILE = "weights.safetensors"
@@ -77,8 +78,23 @@ class Detector(abc.ABC):
 
     # ---- the shared contract ----------------------------------------------------------------------
     def calibrate(self, x_cal: np.ndarray, alpha: float = 0.05) -> "Detector":
+        """Set the threshold to the conformal quantile of the calibration energies at rate alpha.
+
+        Raises CalibrationError (and changes nothing) when the calibration rows are too few for a finite
+        threshold at alpha (the guard would flag nothing) or all score the same (it cannot rank inputs)."""
         energies = self.score(x_cal)
         threshold = conformal_threshold(energies, alpha)  # validates alpha before anything changes
+        if not np.isfinite(threshold):
+            needed = math.ceil((1.0 - alpha) / alpha)
+            raise CalibrationError(
+                f"{energies.shape[0]} calibration rows cannot give a finite threshold at alpha={alpha}: "
+                f"the guard would flag nothing; give at least {needed} calibration rows"
+            )
+        if energies.shape[0] > 1 and np.ptp(energies) == 0.0:
+            raise CalibrationError(
+                f"every one of the {energies.shape[0]} calibration rows has the energy {energies[0]:.6g}: the "
+                "detector cannot tell inputs apart (a constant energy); it is not calibrated"
+            )
         self.calibration_energies_ = np.sort(energies)
         self.alpha_ = float(alpha)
         self.threshold_ = threshold
@@ -222,9 +238,20 @@ def load_detector(directory: str | Path, device: str = "cpu") -> Detector:
     tensors = load_file(str(weights_path))
     detector = DETECTOR_KINDS[kind]._from_saved(directory, metadata, tensors, device)
     if metadata.get("threshold") is not None:
-        detector.calibration_energies_ = tensors["calibration.energies"].numpy()
-        detector.alpha_ = float(metadata["alpha"])
-        detector.threshold_ = float(metadata["threshold"])
+        energies = tensors["calibration.energies"].numpy()
+        alpha, threshold = float(metadata["alpha"]), float(metadata["threshold"])
+        expected = conformal_threshold(energies, alpha) if 0.0 < alpha < 1.0 and energies.size else math.nan
+        # The threshold is a function of the stored calibration energies: a value they do not give back
+        # (edited to NaN, inf, 1e9, ...) would make a guard that flags nothing, and is refused.
+        if not (math.isfinite(threshold) and threshold == expected):
+            raise CalibrationError(
+                f"{metadata_path}: the stored threshold {metadata['threshold']!r} is not the conformal quantile "
+                f"{expected!r} of the stored calibration energies at alpha {metadata['alpha']!r}: the detector "
+                "was altered or damaged; recalibrate it instead of loading it"
+            )
+        detector.calibration_energies_ = energies
+        detector.alpha_ = alpha
+        detector.threshold_ = threshold
     return detector
 
 
