@@ -15,8 +15,8 @@ Validation schemes (the first that applies):
   pseudo-classes (stated synthetic scheme: near-OOD that looks like a missing topic).
 
 Rule (also in the search space file and the report): highest mean validation AUROC; candidates within
-`tie_tolerance` of the best are compared by mean validation FPR95 (lower wins; within
-`fpr_tie_tolerance` equal), then by scoring cost (a single detector before a composition).
+`tie_tolerance` of the best are compared by mean validation FPR95 (lower wins; FPR95s within the
+optional `fpr_tie_tolerance`, 0 by default, count as equal), then by scoring cost.
 
 Compositions: after the members are scored, the best label-free and the best labelled candidate, and
 every pair among the three best candidates, are summed with weights w and 1 - w, each divided by its
@@ -110,7 +110,7 @@ class SearchSpace:
     n_splits_with_ood_val: int = 2  # held-out-class splits beside an OOD validation set
     n_clusters: int = 10
     tie_tolerance: float = 0.002
-    fpr_tie_tolerance: float = 0.005
+    fpr_tie_tolerance: float = 0.0
     budgets: dict = field(default_factory=lambda: {"default": 1.0}, hash=False)
     rule: str = ""
 
@@ -158,7 +158,7 @@ class SearchSpace:
                 budgets=dict(raw.pop("budgets", {"default": 1.0})),
                 rule=str(raw.pop("rule", "")),
                 tie_tolerance=float(raw.pop("tie_tolerance", 0.002)),
-                fpr_tie_tolerance=float(raw.pop("fpr_tie_tolerance", 0.005)),
+                fpr_tie_tolerance=float(raw.pop("fpr_tie_tolerance", 0.0)),
                 **_known_keys(validation, VALIDATION_KEYS, "validation"),
                 **_known_keys(raw, (), "search space"),
             )
@@ -468,7 +468,7 @@ def _composed(first: CandidateResult, second: CandidateResult, w: float) -> Cand
     )
 
 
-def choose(results: list[CandidateResult], tie_tolerance: float, fpr_tie_tolerance: float = 0.005) -> CandidateResult:
+def choose(results: list[CandidateResult], tie_tolerance: float, fpr_tie_tolerance: float = 0.0) -> CandidateResult:
     """Highest mean validation AUROC; within `tie_tolerance` of it, the lowest FPR95 (FPR95s within
     `fpr_tie_tolerance` of the lowest count as equal), then the cheapest to score, then the higher AUROC."""
     usable = [r for r in results if r.ok and math.isfinite(r.auroc)]
