@@ -39,7 +39,7 @@ def main() -> None:
 @app.command()
 def demo(
     config: Optional[Path] = typer.Option(None, help="Pipeline YAML; default: the packaged demo config."),
-    steps: Optional[int] = typer.Option(None, min=1, help="Override the number of training steps."),
+    steps: Optional[int] = typer.Option(None, min=1, help="Training steps of the --objective detector."),
     objective: Optional[str] = typer.Option(
         None,
         help="Train this one objective instead of letting the selection stage choose: cd (persistent "
@@ -61,6 +61,7 @@ def demo(
     held-out digit classes (never on 6-9), refits it and registers it."""
     from flows.pipeline.config import PipelineConfig, demo_config
 
+    _check_single_detector_options(objective, steps, sampler, budget)
     pipeline_config = PipelineConfig.from_yaml(config) if config else demo_config()
     if steps is not None:
         pipeline_config = pipeline_config.with_training_steps(steps)
@@ -119,7 +120,7 @@ def train(
     sampler: Optional[str] = typer.Option(
         None, help="MCMC sampler for the negatives of cd / cdk / jem: langevin, mala or hmc (with --objective)."
     ),
-    steps: Optional[int] = typer.Option(None, min=1, help="Override the number of training steps."),
+    steps: Optional[int] = typer.Option(None, min=1, help="Training steps of the --objective detector."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ):
     """Train a guard on your data through the train_and_register flow and register it as `challenger`.
@@ -134,6 +135,15 @@ def train(
     sources = sum(x is not None for x in (data, dataset, data_dir))
     if sources != 1:
         raise typer.BadParameter("give exactly one of --data, --dataset or --data-dir")
+    if data is None:
+        table_only = {
+            "--val-data": val_data, "--ood-val-data": ood_val_data, "--ood-test-data": ood_test_data,
+            "--outliers-data": outliers_data, "--label-column": label_column,
+        }
+        given = [name for name, value in table_only.items() if value]
+        if given:
+            raise typer.BadParameter(f"{', '.join(given)} go with --data (CSV/Parquet files), not --dataset or --data-dir")
+    _check_single_detector_options(objective, steps, sampler, budget)
     pipeline_config = PipelineConfig.from_yaml(config) if config else default_config()
     if steps is not None:
         pipeline_config = pipeline_config.with_training_steps(steps)
@@ -193,6 +203,17 @@ def _with_objective(pipeline_config, objective: str):
     if objective not in OBJECTIVES:
         raise typer.BadParameter(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
     return pipeline_config.with_objective(objective)
+
+
+def _check_single_detector_options(objective, steps, sampler, budget) -> None:
+    """--steps and --sampler configure the one detector --objective trains; --budget scales the selection."""
+    if objective is None and (steps is not None or sampler is not None):
+        raise typer.BadParameter(
+            "--steps and --sampler configure the detector that --objective trains; without --objective the "
+            "selection stage trains its candidates: use --budget (fast | default) to scale their training"
+        )
+    if objective is not None and budget is not None:
+        raise typer.BadParameter("--budget scales the selection stage, which --objective turns off")
 
 
 def _with_sampler(pipeline_config, sampler: str):

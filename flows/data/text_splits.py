@@ -11,6 +11,7 @@ report); `outliers` (known-bad examples for margin-style objectives, never evalu
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ OOD_VAL_PREFIX = "ood_val_"
 TEXT_CHECK_FILE = "text_checks.json"
 IN_DISTRIBUTION_TEXT_SPLITS = ("train", "calibration", "in_test")
 MAX_QUERY_CHARACTERS = 10_000
+MIN_TRAIN_ROWS = 50  # the same as the vector checks after embedding
 # A few held-out queries that also occur in train (greetings, short commands) are a warning; a test
 # set that is mostly the training set fails.
 MAX_LEAKED_FRACTION = 0.05
@@ -66,8 +68,8 @@ class TextSplitFiles:
 def write_text_splits(source: TextTablesSource | Clinc150Source, out_dir: Path, seed: int) -> TextSplitFiles:
     """Load the sources and write one Parquet file per split.
 
-    Tables: without `val`, a seeded 15% + 15% of the training rows become calibration and test; with
-    `val`, it is split in half between them. CLINC150: calibrate on half of `val`, test on `test`,
+    Tables: without `val`, a seeded 15% + 15% of the distinct training queries become calibration and
+    test (see `hold_out_from_train`); with `val`, it is split in half between them. CLINC150: calibrate on half of `val`, test on `test`,
     `oos_val` is the OOD validation set, `oos_test` the OOD evaluation set, `oos_train` the outliers.
     """
     out_dir = Path(out_dir)
@@ -98,13 +100,7 @@ def write_text_splits(source: TextTablesSource | Clinc150Source, out_dir: Path, 
 
         train = read(source.train, True)
         if source.val is None:
-            order = rng.permutation(len(train))
-            n_hold = int(0.15 * len(train))
-            frames = {
-                "train": train.iloc[order[2 * n_hold :]],
-                "calibration": train.iloc[order[:n_hold]],
-                "in_test": train.iloc[order[n_hold : 2 * n_hold]],
-            }
+            frames = hold_out_from_train(train, HELD_OUT_FRACTION, rng)
         else:
             val = read(source.val, True)
             order = rng.permutation(len(val))
@@ -132,6 +128,29 @@ def write_text_splits(source: TextTablesSource | Clinc150Source, out_dir: Path, 
     return TextSplitFiles(paths=paths, has_labels=has_labels, text_column=text_column, label_column=label_column)
 
 
+HELD_OUT_FRACTION = 0.15  # of --data, for calibration and again for test, when no --val-data is given
+
+
+def hold_out_from_train(train: pd.DataFrame, fraction: float, rng: np.random.Generator) -> dict[str, pd.DataFrame]:
+    """train / calibration / in_test from one table: each a `fraction` of the distinct queries, every copy
+    of a query in one split (so the split itself makes no train -> test leakage), and the rows of a
+    label with fewer than 3 rows kept in train (a test label the guard never saw would fail the checks)."""
+    from flows.data.text_checks import query_key
+
+    keys = train["text"].map(lambda t: query_key(t) if isinstance(t, str) else "")
+    movable = np.ones(len(train), dtype=bool)
+    if LABEL_COLUMN in train.columns:
+        counts = train[LABEL_COLUMN].map(train[LABEL_COLUMN].value_counts())
+        movable = (counts >= 3).to_numpy()
+    unique = np.asarray(sorted(set(keys[movable])))
+    order = rng.permutation(len(unique))
+    n_hold = int(fraction * len(unique))
+    where = {key: "calibration" for key in unique[order[:n_hold]]}
+    where.update({key: "in_test" for key in unique[order[n_hold : 2 * n_hold]]})
+    assigned = np.where(movable, keys.map(lambda k: where.get(k, "train")).to_numpy(), "train")
+    return {split: train[assigned == split] for split in ("train", "calibration", "in_test")}
+
+
 class TextCheckFailed(ValueError):
     """A text split failed its checks; the run stops before anything is embedded or trained."""
 
@@ -148,7 +167,7 @@ class TextCheckFailed(ValueError):
         return (type(self), (self.results, self.result_path))
 
 
-def check_text_splits(files: TextSplitFiles, out_path: Path) -> Path:
+def check_text_splits(files: TextSplitFiles, out_path: Path, alpha: float = 0.05) -> Path:
     """Run the GX text suites on every split, leakage of held-out queries into train, and OOD
     queries that are also in-distribution queries. Writes the result; raises TextCheckFailed.
 
@@ -180,7 +199,7 @@ def check_text_splits(files: TextSplitFiles, out_path: Path) -> Path:
             label_column=LABEL_COLUMN if labelled else None,
             # calibration/test labels must be training labels; train itself only needs no conflicts
             allowed_labels=train_labels if labelled and split != "train" and train_labels else None,
-            min_rows=20 if split == "train" else 1,
+            min_rows={"train": MIN_TRAIN_ROWS, "calibration": math.ceil((1.0 - alpha) / alpha - 1e-9)}.get(split, 1),
             # Longer queries are embedded from their first ~256 word pieces; only runaway rows fail.
             max_length=MAX_QUERY_CHARACTERS,
             duplicates="warn",
@@ -200,6 +219,16 @@ def check_text_splits(files: TextSplitFiles, out_path: Path) -> Path:
         if split.startswith("ood_") or split == OUTLIERS_SPLIT:
             results.append(
                 check_ood_reference_overlap(in_distribution, frame["text"], name=f"{split} vs in-distribution")
+            )
+    # Rows that chose the detector (OOD validation) or trained it (outliers) must not be test rows.
+    chosen_or_trained = [s for s in frames if s.startswith(OOD_VAL_PREFIX) or s == OUTLIERS_SPLIT]
+    tests = [s for s in frames if s.startswith("ood_") and not s.startswith(OOD_VAL_PREFIX)]
+    for reference in chosen_or_trained:
+        for checked in tests + [s for s in chosen_or_trained if s != reference and s.startswith(OOD_VAL_PREFIX)]:
+            results.append(
+                check_split_leakage(
+                    frames[reference]["text"], frames[checked]["text"], name=f"{checked} vs {reference}", max_fraction=0.0
+                )
             )
     results = [_with_user_columns(r, files.text_column, files.label_column) for r in results]
     out_path = Path(out_path)

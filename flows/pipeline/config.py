@@ -13,6 +13,7 @@ from flows.data.datasets import DigitsDataConfig
 from flows.guard.names import DEFAULT_MODEL_NAME
 
 DEMO_CONFIG_PATH = Path(__file__).with_name("configs") / "demo.yaml"
+DEFAULT_CONFIG_PATH = Path(__file__).with_name("configs") / "default.yaml"
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def demo_config() -> PipelineConfig:
 
 def default_config() -> PipelineConfig:
     """Settings for any user's data: the same for every data set (the selection stage adapts)."""
-    return PipelineConfig.from_yaml(DEMO_CONFIG_PATH)
+    return PipelineConfig.from_yaml(DEFAULT_CONFIG_PATH)
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

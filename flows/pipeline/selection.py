@@ -149,6 +149,8 @@ class SearchSpace:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as error:
             raise ValueError(f"{path}: not valid YAML: {error}") from error
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: a search space is a mapping (rule, validation, candidates, ...), got a {type(raw).__name__}")
         try:
             candidates = tuple(CandidateSpec(**c) for c in raw.pop("candidates", []))
             validation = raw.pop("validation", {}) or {}
@@ -389,13 +391,16 @@ def validation_baselines(folds_path: str | Path) -> dict[str, dict[str, float]]:
         parts = [x[fold.ood_rows]] if len(fold.ood_rows) else []
         if fold.use_external_ood and external_ood is not None:
             parts.append(external_ood)
-        results = run_baselines(
-            x[fold.fit_rows],
-            y[fold.fit_rows] if y is not None else None,
-            {"id": x[fold.id_rows], "ood": np.concatenate(parts)},
-            "id",
-            ["ood"],
-        )
+        fit_labels = y[fold.fit_rows] if y is not None else None
+        if fit_labels is not None and len(np.unique(fit_labels)) < 2:
+            fit_labels = None  # e.g. a held-out-cluster fold of two-class data: label-free baselines only
+        try:
+            results = run_baselines(
+                x[fold.fit_rows], fit_labels, {"id": x[fold.id_rows], "ood": np.concatenate(parts)}, "id", ["ood"]
+            )
+        except Exception as error:  # noqa: BLE001 - baselines are context; the selection goes on without them
+            print(f"validation baselines skipped on a fold: {type(error).__name__}: {error}")
+            continue
         for name, metrics in results.metrics.items():
             per_baseline.setdefault(name, []).append((metrics["ood"].auroc, metrics["ood"].fpr95))
     return {

@@ -4,6 +4,7 @@ without Prefect. Steps exchange paths, never large objects."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,12 @@ from flows.data.text_splits import OOD_VAL_PREFIX
 from flows.pipeline import selection
 
 DATA_CHECK_FILE = "data_checks.json"
+MIN_TRAIN_ROWS = 50
+
+
+def min_calibration_rows(alpha: float) -> int:
+    """Fewest calibration rows whose conformal threshold at alpha is finite: n >= (1 - alpha) / alpha."""
+    return math.ceil((1.0 - alpha) / alpha - 1e-9)
 SELECTION_FILE = "selection.json"
 
 
@@ -44,6 +51,11 @@ class PreparedData:
 
     def path(self, split: str) -> Path:
         return Path(self.split_paths[split])
+
+    @property
+    def test_ood_splits(self) -> list[str]:
+        """OOD sets for the report; `ood_val_*` sets chose the detector and are never scored as tests."""
+        return [s for s in self.ood_splits if not s.startswith(OOD_VAL_PREFIX)]
 
 
 class DataCheckFailed(ValueError):
@@ -110,16 +122,19 @@ def load_data(config: PipelineConfig, run_dir: Path, source: DataSource | None =
     )
 
 
-def validate_data(data: PreparedData, run_dir: Path) -> Path:
-    """Run the Great Expectations checks on every split; write the result; raise if any failed."""
+def validate_data(data: PreparedData, run_dir: Path, alpha: float = 0.05) -> Path:
+    """Run the Great Expectations checks on every split; write the result; raise if any failed.
+
+    The calibration split needs enough rows for a finite threshold at `alpha`."""
     from flows.data.data_checks import VectorDatasetSpec, check_vector_dataset
 
     results = {}
+    min_rows = {"train": MIN_TRAIN_ROWS, "calibration": min_calibration_rows(alpha)}
     for split, path in data.split_paths.items():
         frame = pd.read_parquet(path)
         spec = VectorDatasetSpec(
             feature_columns=data.feature_columns,
-            min_rows=50 if split == "train" else 10,
+            min_rows=min_rows.get(split, 10),
             value_range=data.value_range,
             label_column=LABEL_COLUMN if LABEL_COLUMN in frame.columns else None,
             allowed_labels=data.allowed_labels if split in IN_DISTRIBUTION_SPLITS else None,
@@ -173,8 +188,13 @@ def read_training_rows(data: PreparedData) -> tuple[np.ndarray, np.ndarray | Non
     labels = None
     if LABEL_COLUMN in train.columns:
         column = train[LABEL_COLUMN]
-        if column.notna().all() and column.nunique() >= 2:
-            labels = column.to_numpy()
+        if column.isna().any():
+            print(f"train: {int(column.isna().sum())} rows have no label: the labels are not used")
+        elif column.nunique() < 2:
+            print(f"train: one label only ({column.iloc[0]!r}): the labels are not used")
+        else:
+            # one type for every fit (selection folds and the refit see the same class order)
+            labels = column.astype(str).to_numpy()
     return x_train, labels
 
 
@@ -306,14 +326,16 @@ def evaluate_detector(
     split_features = {
         split: read_vectors(path, features)
         for split, path in data.split_paths.items()
-        if split not in ("train", "outliers")  # outliers trained the margin objective: not evaluation data
+        # outliers trained the margin objective and OOD validation sets chose the detector: neither is test data
+        if split not in ("train", "outliers") and not split.startswith(OOD_VAL_PREFIX)
     }
     split_scores = {split: detector.score(x) for split, x in split_features.items()}
     score_seconds = time.perf_counter() - started
 
     baselines_started = time.perf_counter()
     x_train, y_train = read_training_rows(data)
-    baselines = run_baselines(x_train, y_train, split_features, "in_test", list(data.ood_splits))
+    test_ood_splits = data.test_ood_splits
+    baselines = run_baselines(x_train, y_train, split_features, "in_test", test_ood_splits)
     baselines_seconds = time.perf_counter() - baselines_started
 
     history = detector.history_.to_dict() if "history_" in vars(detector) else {}
@@ -333,7 +355,7 @@ def evaluate_detector(
     report = build_report(
         split_scores,
         in_distribution_split="in_test",
-        ood_splits=list(data.ood_splits),
+        ood_splits=test_ood_splits,
         threshold=detector.threshold_,
         alpha=detector.alpha_,
         model_uri=Path(detector_dir).resolve().as_uri(),
@@ -380,9 +402,12 @@ def register_model(
         "data_checks": data_check_path,
     }
     candidate_runs = None
+    tags = {f"fingerprint.{k}": v for k, v in data.fingerprints.items()}
     if selection_path is not None:
         artifacts["selection"] = Path(selection_path)
-        candidate_runs = [dict(c) for c in selection.SelectionOutcome.read_json(selection_path).candidates]
+        outcome = selection.SelectionOutcome.read_json(selection_path)
+        candidate_runs = [dict(c) for c in outcome.candidates]
+        tags.update({"ebmops.selection.winner": outcome.winner[:5000], "ebmops.selection.scheme": outcome.scheme})
     if text_check_path is not None:
         artifacts["text_checks"] = Path(text_check_path)
     return registry.log_and_register(
@@ -394,7 +419,7 @@ def register_model(
         detector_dir=detector_dir,
         feature_names=list(data.feature_columns),
         accepts_text=config.featurizer is not None,
-        tags={f"fingerprint.{k}": v for k, v in data.fingerprints.items()},
+        tags=tags,
         step_metrics=evaluation_outputs.step_metrics,
         candidate_runs=candidate_runs,
     )

@@ -69,7 +69,7 @@ def train_and_register(
     if isinstance(source, TEXT_SOURCES):
         text_files = split_text_task(source, run_dir / "text", config.seed)
         try:
-            text_check_path = check_text_task(text_files, run_dir / text_splits.TEXT_CHECK_FILE)
+            text_check_path = check_text_task(text_files, run_dir / text_splits.TEXT_CHECK_FILE, config.alpha)
         except text_splits.TextCheckFailed as failure:
             registry.log_failed_validation(
                 config.experiment_name, config.to_params(), failure.result_path, str(failure)
@@ -80,7 +80,7 @@ def train_and_register(
         config = replace(config, featurizer=text_splits.FEATURIZER_NAME)
     data = load_task(config, run_dir, source)
     try:
-        data_check_path = validate_task(data, run_dir)
+        data_check_path = validate_task(data, run_dir, config.alpha)
     except steps.DataCheckFailed as failure:
         registry.log_failed_validation(config.experiment_name, config.to_params(), failure.result_path, str(failure))
         raise

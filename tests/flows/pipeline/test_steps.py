@@ -188,7 +188,7 @@ def test_read_training_rows_keeps_labels_only_when_usable(tmp_path):
     train = pd.read_parquet(directory / "train.parquet")
     np.testing.assert_array_equal(x, train[FEATURES].to_numpy())
     assert x.dtype == np.float64 and x.shape == (120, 6)
-    np.testing.assert_array_equal(labels, train["label"].to_numpy())
+    np.testing.assert_array_equal(labels, train["label"].astype(str).to_numpy())  # one label type for every fit
 
     for labels_in_file in (np.zeros(len(train), dtype=int), np.where(np.arange(len(train)) == 5, np.nan, 1.0)):
         train.assign(label=labels_in_file).to_parquet(directory / "train.parquet", index=False)
@@ -222,7 +222,7 @@ def test_plan_selection_holds_out_classes_when_labelled(tmp_path, space_yaml):
     assert plan.scheme == "held_out_classes" and plan.n_folds == 2 and plan.step_scale == 1.0
     folds = selection.load_folds(plan.folds_path)
     assert folds["ood_val"] is None
-    y = pd.read_parquet(data.path("train"))["label"].to_numpy()
+    y = pd.read_parquet(data.path("train"))["label"].astype(str).to_numpy()  # labels reach the folds as strings
     for held_out, fold in zip(plan.held_out, folds["folds"]):
         assert len(held_out) == 1  # 20% of 4 classes, at least one
         np.testing.assert_array_equal(fold.ood_rows, np.flatnonzero(np.isin(y, held_out)))
@@ -314,7 +314,7 @@ def test_fit_selected_refits_a_composition_with_the_recorded_weights_on_all_rows
     (w_kd, kd), (w_ce, ce) = detector.members
     assert (w_kd, w_ce) == (0.2, 0.3)
     assert isinstance(kd, KernelDensityDetector) and kd.temperature == 0.5
-    assert isinstance(ce, EnergyDetector) and ce.classes_ == [0, 1, 2, 3]  # the labelled member saw the labels
+    assert isinstance(ce, EnergyDetector) and ce.classes_ == ['0', '1', '2', '3']  # the labelled member saw the labels
     x_train, _ = steps.read_training_rows(data)
     assert kd.energy_.reference.shape[0] == len(x_train)  # refit on all the training rows
     np.testing.assert_allclose(detector.score(x_train), 0.2 * kd.score(x_train) + 0.3 * ce.score(x_train), rtol=1e-10)
@@ -406,12 +406,30 @@ def write_text_files(directory: Path, splits: dict[str, list[tuple]], text_colum
 
 def clean_text_splits() -> dict[str, list[tuple]]:
     return {
-        "train": [(f"how do I reset my password {i}", "password") for i in range(12)]
-        + [(f"what is my balance on account {i}", "balance") for i in range(12)],
-        "calibration": [("reset the password please", "password"), ("show my balance", "balance")],
+        "train": [(f"how do I reset my password {i}", "password") for i in range(30)]
+        + [(f"what is my balance on account {i}", "balance") for i in range(30)],
+        # 19 rows: the fewest that give a finite threshold at alpha 0.05
+        "calibration": [(f"reset the password please {i}", "password") for i in range(10)]
+        + [(f"show my balance {i}", "balance") for i in range(9)],
         "in_test": [("I forgot my password", "password"), ("balance of checking", "balance")],
         "ood_val_weather": [("what is the weather on mars",), ("tell me a joke",)],
     }
+
+
+def test_too_few_calibration_rows_for_alpha_fail_the_text_checks(tmp_path):
+    splits = clean_text_splits()
+    splits["calibration"] = splits["calibration"][:18]
+    with pytest.raises(TextCheckFailed, match="calibration"):
+        check_text_splits(write_text_files(tmp_path / "text", splits), tmp_path / "text_checks.json", alpha=0.05)
+    path = check_text_splits(write_text_files(tmp_path / "text2", splits), tmp_path / "ok.json", alpha=0.1)
+    assert json.loads(path.read_text())["success"] is True  # alpha 0.1 needs 9 rows
+
+
+def test_ood_validation_rows_must_not_be_test_rows(tmp_path):
+    splits = clean_text_splits()
+    splits["ood_test_space"] = [("what is the weather on mars",), ("play a song",)]  # first row is an ood_val row
+    with pytest.raises(TextCheckFailed, match="ood_test_space vs ood_val_weather"):
+        check_text_splits(write_text_files(tmp_path / "text", splits), tmp_path / "text_checks.json")
 
 
 def test_check_text_splits_passes_a_clean_set(tmp_path):
@@ -441,7 +459,7 @@ def test_check_text_splits_passes_a_clean_set(tmp_path):
             "query",
         ),
         (
-            lambda s: s["calibration"].append(("what is my balance on account 4", "balance")),
+            lambda s: s["calibration"].extend((f"what is my balance on account {i}", "balance") for i in range(4)),  # 4 of 23: over 5%
             "expect_test_queries_to_not_be_in_train",
             "- leakage train -> calibration:",
             "query",
@@ -476,7 +494,7 @@ def test_label_check_failures_name_the_users_label_column(tmp_path):
 
 
 def test_numeric_labels_pass_the_text_checks(tmp_path):
-    rows = [(f"query number {i}", i % 3) for i in range(60)]
+    rows = [(f"query number {i}", i % 3) for i in range(200)]
     train = write_csv(tmp_path / "train.csv", rows, ["query", "intent"])
     files = write_text_splits(TextTablesSource(train=train, text_column="query", label_column="intent"), tmp_path / "out", seed=0)
     path = check_text_splits(files, tmp_path / "text_checks.json")
