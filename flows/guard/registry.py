@@ -6,6 +6,7 @@ registered model through `flows.guard.guard.Guard.load`); nothing outside `flows
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,6 +115,7 @@ def log_and_register(
             pip_requirements=serving_requirements(),
         )
         version = str(model_info.registered_model_version)
+    record_artifact_digests(model_name, version)  # before any alias points at it
     client.set_registered_model_alias(model_name, CHALLENGER, version)
     aliases = [CHALLENGER]
     if get_alias_version(model_name, CHAMPION) is None:
@@ -254,9 +256,78 @@ def tag_version(model_name: str, version: str, tags: dict[str, object]) -> None:
 
 
 def load_pyfunc(model_uri: str):
-    """The MLflow pyfunc of a model URI (`Guard.load` is the way in for the rest of the code)."""
+    """The MLflow pyfunc of a registered version, loaded from a copy whose every file matches the
+    digests recorded at registration (`Guard.load` is the way in for the rest of the code)."""
+    import tempfile
+
+    name, version = resolve_model_uri(model_uri)
+    holder = tempfile.TemporaryDirectory(prefix="ebmops-model-")
+    local = verified_model_copy(name, version, Path(holder.name))
+    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"  # ebmops stores no pickle: never load one
+    model = mlflow.pyfunc.load_model(str(local))
+    model._ebmops_verified_copy = holder  # the copy lives as long as the model
+    return model
+
+
+# --- artifact integrity: digests recorded at registration, checked before every load or serve -------
+ARTIFACT_DIGESTS_TAG = "ebmops.artifact_sha256"
+
+
+class IntegrityError(RuntimeError):
+    """A registered version's stored files are not the ones registered (edited, added or removed), or no
+    digests were recorded for it. Loading it could run code someone planted, so it is refused."""
+
+
+def artifact_manifest(directory: Path) -> dict[str, str]:
+    """sha256 of every file under `directory`, by path relative to it."""
+    from evaluation.files import file_sha256
+
+    directory = Path(directory)
+    return {
+        path.relative_to(directory).as_posix(): file_sha256(path)
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
+
+
+def _download_version(model_name: str, version: str, dst: Path) -> Path:
     configure_tracking()
-    return mlflow.pyfunc.load_model(model_uri)
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=version_uri(model_name, version), dst_path=str(dst)))
+
+
+def record_artifact_digests(model_name: str, version: str) -> dict[str, str]:
+    """Tag the version with the sha256 of each of its stored files (the registry's database holds the tag,
+    the artifact store the files, so editing the files alone is detected)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="ebmops-digest-") as tmp:
+        manifest = artifact_manifest(_download_version(model_name, version, Path(tmp)))
+    MlflowClient().set_model_version_tag(
+        model_name, version, ARTIFACT_DIGESTS_TAG, json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    )
+    return manifest
+
+
+def verified_model_copy(model_name: str, version: str, dst: Path) -> Path:
+    """Download the version's files into dst and check them against the recorded digests."""
+    recorded = get_version(model_name, version).tags.get(ARTIFACT_DIGESTS_TAG)
+    if recorded is None:
+        raise IntegrityError(
+            f"{model_name} version {version} has no recorded artifact digests (registered before ebmops recorded "
+            "them, or the tag was removed): it cannot be verified and is not loaded; register it again"
+        )
+    local = _download_version(model_name, version, dst)
+    expected, found = json.loads(recorded), artifact_manifest(local)
+    changed = sorted(p for p in expected.keys() & found.keys() if expected[p] != found[p])
+    added, removed = sorted(found.keys() - expected.keys()), sorted(expected.keys() - found.keys())
+    if changed or added or removed:
+        parts = [f"{what}: {', '.join(paths[:5])}" for what, paths in
+                 (("changed", changed), ("added", added), ("removed", removed)) if paths]
+        raise IntegrityError(
+            f"{model_name} version {version}: stored files differ from the ones registered ({'; '.join(parts)}); "
+            "it is not loaded"
+        )
+    return local
 
 
 def download_artifact(run_id: str, artifact_path: str, dst_dir: Path) -> Path:

@@ -48,6 +48,7 @@ def serve_env(max_rows: int | None = None, base: dict[str, str] | None = None) -
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("EBMOPS_TORCH_THREADS", "1")
     env.setdefault("OMP_NUM_THREADS", "1")
+    env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"  # ebmops stores no pickle: never load one
     if max_rows is not None:
         env["EBMOPS_MAX_ROWS"] = str(int(max_rows))
     return env
@@ -68,17 +69,34 @@ def start_server(
     log_path: Path | None = None,
     env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen, str]:
-    """Start the scoring server in its own process group; returns (process, base URL)."""
+    """Start the scoring server in its own process group; returns (process, base URL). A registered
+    model is served from a copy checked against the digests recorded at registration."""
     port = port or free_port(host)
+    holder, local = verified_copy_of(model_uri)
     out = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL
     proc = subprocess.Popen(
-        serve_args(model_uri, host, port, workers),
+        serve_args(local, host, port, workers),
         env=serve_env(max_rows, env),
         stdout=out,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    proc._ebmops_verified_copy = holder  # the copy lives as long as the server's handle
     return proc, f"http://{host}:{port}"
+
+
+def verified_copy_of(model_uri: str):
+    """(a TemporaryDirectory holding it, the path to serve): a registered version's files after they
+    matched their recorded digests; any other URI (a local folder) is served as given."""
+    import tempfile
+
+    from flows.guard import registry
+
+    if not model_uri.startswith("models:/"):
+        return None, model_uri
+    name, version = registry.resolve_model_uri(model_uri)
+    holder = tempfile.TemporaryDirectory(prefix="ebmops-serve-")
+    return holder, str(registry.verified_model_copy(name, version, Path(holder.name)))
 
 
 def wait_until_ready(base_url: str, proc: subprocess.Popen | None = None, timeout_s: float = 180.0) -> None:
@@ -116,7 +134,8 @@ def serve_forever(
     max_rows: int | None = None,
 ) -> int:
     """Run the server in the foreground until it exits or is interrupted; returns its exit status."""
-    proc = subprocess.Popen(serve_args(model_uri, host, port, workers), env=serve_env(max_rows))
+    holder, local = verified_copy_of(model_uri)  # noqa: F841 - kept alive while the server runs
+    proc = subprocess.Popen(serve_args(local, host, port, workers), env=serve_env(max_rows))
     try:
         return proc.wait()
     except KeyboardInterrupt:
