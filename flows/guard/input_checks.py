@@ -12,6 +12,8 @@ DEFAULT_MAX_ROWS = 10_000
 # Largest magnitude accepted in a feature; beyond it the float32 energy network overflows.
 # `EBMOPS_MAX_ABS_VALUE` overrides.
 DEFAULT_MAX_ABS_VALUE = 1e6
+# Longest text a served text guard embeds (characters); longer rows are refused. `EBMOPS_MAX_TEXT_CHARS` overrides.
+DEFAULT_MAX_TEXT_CHARS = 10_000
 
 
 def max_rows() -> int:
@@ -28,6 +30,37 @@ def max_abs_value() -> float:
         return float(value) if value.strip() else DEFAULT_MAX_ABS_VALUE
     except ValueError:
         return DEFAULT_MAX_ABS_VALUE
+
+
+def max_text_chars() -> int:
+    value = os.environ.get("EBMOPS_MAX_TEXT_CHARS", "")
+    try:
+        return int(value) if value.strip() else DEFAULT_MAX_TEXT_CHARS
+    except ValueError:
+        return DEFAULT_MAX_TEXT_CHARS
+
+
+def check_unique_columns(columns) -> None:
+    """A column given twice is ambiguous (which one is scored?): refused."""
+    names = [str(c) for c in columns]
+    repeated = sorted({c for c in names if names.count(c) > 1})
+    if repeated:
+        raise InvalidGuardInput(f"columns given more than once: {_first(repeated)}")
+
+
+def check_texts(texts, column: str) -> list[str]:
+    """Non-empty strings no longer than max_text_chars(), or InvalidGuardInput naming the rows."""
+    texts = list(texts)
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+    if bad:
+        raise InvalidGuardInput(f"column '{column}' must hold non-empty strings; rows {_first(bad)} do not")
+    limit = max_text_chars()
+    long = [i for i, t in enumerate(texts) if len(t) > limit]
+    if long:
+        raise InvalidGuardInput(
+            f"column '{column}': rows {_first(long)} are longer than {limit} characters (EBMOPS_MAX_TEXT_CHARS)"
+        )
+    return texts
 
 
 class InvalidGuardInput(ValueError):
@@ -50,6 +83,7 @@ def validate_guard_input(model_input, feature_names: list[str]) -> np.ndarray:
         raise InvalidGuardInput(
             f"too many rows: {len(model_input)} > {limit} per request (EBMOPS_MAX_ROWS); send smaller batches"
         )
+    check_unique_columns(model_input.columns)
     columns = [str(c) for c in model_input.columns]
     missing = [c for c in feature_names if c not in columns]
     extra = [c for c in columns if c not in feature_names]

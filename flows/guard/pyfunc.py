@@ -10,7 +10,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
 from ebm_core import Detector, load_detector
-from flows.guard.input_checks import InvalidGuardInput, max_rows, validate_guard_input
+from flows.guard.input_checks import InvalidGuardInput, check_texts, check_unique_columns, max_rows, validate_guard_input
 
 DETECTOR_ARTIFACT = "detector"
 FEATURIZER_FILE = "featurizer.json"
@@ -52,20 +52,17 @@ class EnergyGuardModel(PythonModel):
 
 def embed_text_frame(embedder, model_input: pd.DataFrame, feature_names: list[str]) -> pd.DataFrame:
     """Rows of raw text -> the embedding columns the detector was trained on."""
-    extra = [c for c in model_input.columns if c != TEXT_COLUMN]
-    if extra:
-        raise MlflowException(
-            f"send either a '{TEXT_COLUMN}' column or the {len(feature_names)} embedding columns, "
-            f"not both (unexpected columns: {extra[:5]})",
-            error_code=INVALID_PARAMETER_VALUE,
-        )
-    texts = model_input[TEXT_COLUMN]
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
-    if bad:
-        raise MlflowException(
-            f"column '{TEXT_COLUMN}' must hold non-empty strings; rows {bad[:5]} do not",
-            error_code=INVALID_PARAMETER_VALUE,
-        )
+    try:
+        check_unique_columns(model_input.columns)
+        extra = [c for c in model_input.columns if c != TEXT_COLUMN]
+        if extra:
+            raise InvalidGuardInput(
+                f"send either a '{TEXT_COLUMN}' column or the {len(feature_names)} embedding columns, "
+                f"not both (unexpected columns: {extra[:5]})"
+            )
+        texts = check_texts(model_input[TEXT_COLUMN], TEXT_COLUMN)
+    except InvalidGuardInput as error:
+        raise MlflowException(str(error), error_code=INVALID_PARAMETER_VALUE) from error
     from flows.data.featurize import normalise_text
 
     vectors = embedder.embed([normalise_text(t) for t in texts], progress=False)
