@@ -62,7 +62,7 @@ def demo(
     from flows.pipeline.config import PipelineConfig, demo_config
 
     _check_single_detector_options(objective, steps, sampler, budget)
-    pipeline_config = PipelineConfig.from_yaml(config) if config else demo_config()
+    pipeline_config = _load_config(config, demo_config)
     if steps is not None:
         pipeline_config = pipeline_config.with_training_steps(steps)
     if objective is not None:
@@ -144,7 +144,7 @@ def train(
         if given:
             raise typer.BadParameter(f"{', '.join(given)} go with --data (CSV/Parquet files), not --dataset or --data-dir")
     _check_single_detector_options(objective, steps, sampler, budget)
-    pipeline_config = PipelineConfig.from_yaml(config) if config else default_config()
+    pipeline_config = _load_config(config, default_config)
     if steps is not None:
         pipeline_config = pipeline_config.with_training_steps(steps)
     if objective is not None:
@@ -203,6 +203,17 @@ def _with_objective(pipeline_config, objective: str):
     if objective not in OBJECTIVES:
         raise typer.BadParameter(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
     return pipeline_config.with_objective(objective)
+
+
+def _load_config(path: Optional[Path], packaged):
+    """The pipeline YAML at `path` (or the packaged one); a bad file is one line and exit 2."""
+    from flows.pipeline.config import PipelineConfig
+
+    try:
+        return PipelineConfig.from_yaml(path) if path else packaged()
+    except (TypeError, ValueError) as error:
+        console.print(f"[red]Bad config:[/red] {error}")
+        raise typer.Exit(code=2)
 
 
 def _check_single_detector_options(objective, steps, sampler, budget) -> None:

@@ -124,9 +124,16 @@ def serve_command(
     from flows import settings
     from flows.guard.serving import serve_forever
 
+    from flows.guard import registry
+
     tracking = os.environ.get("MLFLOW_TRACKING_URI") or settings.tracking_uri()
     Console().print(f"Serving {escape(model_uri)} from {escape(tracking)} on http://{host}:{port} (Ctrl-C stops)")
-    raise typer.Exit(code=serve_forever(model_uri, host, port, workers, max_rows))
+    try:
+        status = serve_forever(model_uri, host, port, workers, max_rows)
+    except (registry.IntegrityError, registry.RegistryError, LookupError, ValueError) as error:
+        Console().print(f"[red]Not serving:[/red] {escape(str(error))}")
+        raise typer.Exit(code=2)
+    raise typer.Exit(code=status)
 
 
 def deploy_command(

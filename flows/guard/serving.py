@@ -136,6 +136,8 @@ def serve_forever(
     """Run the server in the foreground until it exits or is interrupted; returns its exit status."""
     holder, local = verified_copy_of(model_uri)  # noqa: F841 - kept alive while the server runs
     proc = subprocess.Popen(serve_args(local, host, port, workers), env=serve_env(max_rows))
+    # A service manager stops us with SIGTERM: pass it on, or the server would outlive us on its port.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signal.SIGTERM))
     try:
         return proc.wait()
     except KeyboardInterrupt:
@@ -145,3 +147,5 @@ def serve_forever(
         except subprocess.TimeoutExpired:
             proc.kill()
             return proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
