@@ -65,7 +65,14 @@ class TextSplitFiles:
     label_column: str | None = None
 
 
-def write_text_splits(source: TextTablesSource | Clinc150Source, out_dir: Path, seed: int) -> TextSplitFiles:
+def min_calibration_rows(alpha: float) -> int:
+    """Fewest calibration rows whose conformal threshold at alpha is finite: n >= (1 - alpha) / alpha."""
+    return math.ceil((1.0 - alpha) / alpha - 1e-9)
+
+
+def write_text_splits(
+    source: TextTablesSource | Clinc150Source, out_dir: Path, seed: int, alpha: float = 0.05
+) -> TextSplitFiles:
     """Load the sources and write one Parquet file per split.
 
     Tables: without `val`, a seeded 15% + 15% of the distinct training queries become calibration and
@@ -100,7 +107,7 @@ def write_text_splits(source: TextTablesSource | Clinc150Source, out_dir: Path, 
 
         train = read(source.train, True)
         if source.val is None:
-            frames = hold_out_from_train(train, HELD_OUT_FRACTION, rng)
+            frames = hold_out_from_train(train, HELD_OUT_FRACTION, rng, min_rows=min_calibration_rows(alpha))
         else:
             val = read(source.val, True)
             order = rng.permutation(len(val))
@@ -131,23 +138,27 @@ def write_text_splits(source: TextTablesSource | Clinc150Source, out_dir: Path, 
 HELD_OUT_FRACTION = 0.15  # of --data, for calibration and again for test, when no --val-data is given
 
 
-def hold_out_from_train(train: pd.DataFrame, fraction: float, rng: np.random.Generator) -> dict[str, pd.DataFrame]:
-    """train / calibration / in_test from one table: each a `fraction` of the distinct queries, every copy
-    of a query in one split (so the split itself makes no train -> test leakage), and the rows of a
-    label with fewer than 3 rows kept in train (a test label the guard never saw would fail the checks)."""
+def hold_out_from_train(
+    train: pd.DataFrame, fraction: float, rng: np.random.Generator, min_rows: int = 0
+) -> dict[str, pd.DataFrame]:
+    """train / calibration / in_test from one table: each `fraction` of the distinct queries (at least
+    `min_rows` of them when the table has enough, at most a third), every copy of a query in one split
+    (so the split itself makes no train -> test leakage), and the queries of a label with fewer than 3
+    rows kept in train (a test label the guard never saw would fail the checks)."""
     from flows.data.text_checks import query_key
 
     keys = train["text"].map(lambda t: query_key(t) if isinstance(t, str) else "")
-    movable = np.ones(len(train), dtype=bool)
+    movable_row = pd.Series(True, index=train.index)
     if LABEL_COLUMN in train.columns:
-        counts = train[LABEL_COLUMN].map(train[LABEL_COLUMN].value_counts())
-        movable = (counts >= 3).to_numpy()
-    unique = np.asarray(sorted(set(keys[movable])))
+        movable_row = train[LABEL_COLUMN].map(train[LABEL_COLUMN].value_counts()) >= 3
+    # a query moves only with all its copies: one unmovable copy keeps every copy in train
+    movable_key = movable_row.groupby(keys).all()
+    unique = np.asarray(sorted(movable_key.index[movable_key.to_numpy()]))
     order = rng.permutation(len(unique))
-    n_hold = int(fraction * len(unique))
+    n_hold = min(max(int(fraction * len(unique)), min_rows), len(unique) // 3)
     where = {key: "calibration" for key in unique[order[:n_hold]]}
     where.update({key: "in_test" for key in unique[order[n_hold : 2 * n_hold]]})
-    assigned = np.where(movable, keys.map(lambda k: where.get(k, "train")).to_numpy(), "train")
+    assigned = keys.map(lambda k: where.get(k, "train")).to_numpy()
     return {split: train[assigned == split] for split in ("train", "calibration", "in_test")}
 
 
@@ -199,7 +210,7 @@ def check_text_splits(files: TextSplitFiles, out_path: Path, alpha: float = 0.05
             label_column=LABEL_COLUMN if labelled else None,
             # calibration/test labels must be training labels; train itself only needs no conflicts
             allowed_labels=train_labels if labelled and split != "train" and train_labels else None,
-            min_rows={"train": MIN_TRAIN_ROWS, "calibration": math.ceil((1.0 - alpha) / alpha - 1e-9)}.get(split, 1),
+            min_rows={"train": MIN_TRAIN_ROWS, "calibration": min_calibration_rows(alpha)}.get(split, 1),
             # Longer queries are embedded from their first ~256 word pieces; only runaway rows fail.
             max_length=MAX_QUERY_CHARACTERS,
             duplicates="warn",

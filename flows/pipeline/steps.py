@@ -4,7 +4,6 @@ without Prefect. Steps exchange paths, never large objects."""
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,16 +26,14 @@ from flows.data.datasets import (
     read_vectors,
 )
 from flows.data.sources import DataSource, DigitsSource, VectorDirSource
-from flows.data.text_splits import OOD_VAL_PREFIX
+from flows.data.text_splits import OOD_VAL_PREFIX, min_calibration_rows
 from flows.pipeline import selection
 
 DATA_CHECK_FILE = "data_checks.json"
 MIN_TRAIN_ROWS = 50
 
 
-def min_calibration_rows(alpha: float) -> int:
-    """Fewest calibration rows whose conformal threshold at alpha is finite: n >= (1 - alpha) / alpha."""
-    return math.ceil((1.0 - alpha) / alpha - 1e-9)
+
 SELECTION_FILE = "selection.json"
 
 

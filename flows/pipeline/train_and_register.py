@@ -67,7 +67,7 @@ def train_and_register(
     registry.configure_tracking()
     text_check_path = None
     if isinstance(source, TEXT_SOURCES):
-        text_files = split_text_task(source, run_dir / "text", config.seed)
+        text_files = split_text_task(source, run_dir / "text", config.seed, config.alpha)
         try:
             text_check_path = check_text_task(text_files, run_dir / text_splits.TEXT_CHECK_FILE, config.alpha)
         except text_splits.TextCheckFailed as failure:

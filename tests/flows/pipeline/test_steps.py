@@ -326,8 +326,22 @@ def write_csv(path: Path, rows, columns) -> str:
     return str(path)
 
 
+def test_holding_out_from_train_keeps_copies_together_rare_labels_in_train_and_enough_calibration_rows():
+    from flows.data.text_splits import hold_out_from_train
+
+    rows = [(f"query {i}", f"intent_{i % 4}") for i in range(100)] + [("hi", "intent_0")] * 6 + [("rare one", "rare")]
+    rows += [("Hi", "intent_1")]  # the same query as "hi" after case folding, another label
+    frame = pd.DataFrame(rows, columns=["text", "label"])
+    parts = hold_out_from_train(frame, 0.15, np.random.default_rng(0), min_rows=19)
+    assert len(parts["calibration"]) >= 19 and len(parts["in_test"]) >= 19  # 15% of 102 queries is 15: raised to 19
+    homes = {split: set(part["text"].str.casefold()) for split, part in parts.items()}
+    assert sum("hi" in texts for texts in homes.values()) == 1  # every copy of a query in one split
+    assert "rare one" in homes["train"]  # a label with fewer than 3 rows stays in train
+    assert sum(len(p) for p in parts.values()) == len(frame)
+
+
 def test_write_text_splits_holds_out_15_and_15_percent_without_val(tmp_path):
-    rows = [(f"query number {i}", f"intent_{i % 3}") for i in range(100)]
+    rows = [(f"query number {i}", f"intent_{i % 3}") for i in range(200)]
     train_csv = write_csv(tmp_path / "train.csv", rows, ["query", "intent"])
     weird = write_csv(tmp_path / "weird.csv", [("what is a quasar",), ("sing a song",)], ["query"])
     far = write_csv(tmp_path / "far.csv", [("asdf qwer",)], ["query"])
@@ -339,9 +353,9 @@ def test_write_text_splits_holds_out_15_and_15_percent_without_val(tmp_path):
     assert set(files.paths) == {"train", "calibration", "in_test", "ood_val_weird", "ood_far", "outliers"}
     assert files.has_labels and files.text_column == "query"
     frames = {split: pd.read_parquet(path) for split, path in files.paths.items()}
-    assert {s: len(frames[s]) for s in ("train", "calibration", "in_test")} == {"train": 70, "calibration": 15, "in_test": 15}
+    assert {s: len(frames[s]) for s in ("train", "calibration", "in_test")} == {"train": 140, "calibration": 30, "in_test": 30}
     source_rows = [set(frames[s]["source_row"]) for s in ("train", "calibration", "in_test")]
-    assert set.union(*source_rows) == set(range(100)) and sum(map(len, source_rows)) == 100
+    assert set.union(*source_rows) == set(range(200)) and sum(map(len, source_rows)) == 200
     for split in ("train", "calibration", "in_test"):
         f = frames[split]
         assert list(f.columns) == ["text", "label", "source_row"]

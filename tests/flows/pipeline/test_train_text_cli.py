@@ -4,16 +4,18 @@ intents choose the detector, the guard is registered and scores raw text through
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
-from flows.cli.app import app
-
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
+# A real process, as a user runs it (its own temporary Prefect server): a second in-process CliRunner
+# would meet Prefect's console log handler still bound to the first run's closed stdout.
+pytestmark = [pytest.mark.slow]
 
 INTENTS = {
     "balance": ["what is my balance", "how much money do i have", "show my account balance", "balance please"],
@@ -32,13 +34,15 @@ def test_train_with_only_data_text_and_labels_registers_a_guard_chosen_by_held_o
         for suffix in ("", "now", "please", "for me", "thanks")
     ]
     pd.DataFrame(rows, columns=["text", "intent"]).to_csv(tmp_path / "train.csv", index=False)
-    result = CliRunner().invoke(
-        app,
-        ["train", "--data", str(tmp_path / "train.csv"), "--text-column", "text", "--label-column", "intent",
-         "--budget", "fast", "--no-progress"],
+    env = {**os.environ, "EBMOPS_HOME": str(ebmops_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.cli.app", "train", "--data", str(tmp_path / "train.csv"), "--text-column", "text",
+         "--label-column", "intent", "--budget", "fast", "--no-progress"],
+        env=env, capture_output=True, text=True, timeout=900,
     )
-    assert result.exit_code == 0, result.output
-    assert "Registered ebm-guard version 1" in " ".join(result.output.split())
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Registered ebm-guard version 1" in " ".join(result.stdout.split())
     selection = json.loads(next((ebmops_home / "runs").glob("*/selection.json")).read_text())
     assert selection["scheme"] == "held_out_classes"
     assert all(c["error"] is None for c in selection["candidates"]), [c["error"] for c in selection["candidates"]]
