@@ -89,10 +89,31 @@ def current_actor(actor: str | None = None) -> str:
         return f"uid:{os.getuid()}"
 
 
+def set_aside_torn_tail(path: Path) -> Path | None:
+    """A last line without its newline is a write a crash cut short: move it to `<log>.torn-<time>` and cut
+    it from the log, so the next entry starts on its own line instead of gluing onto it. Returns where
+    it went (None when the log ends cleanly). Call with the registry lock held."""
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    data = path.read_bytes()
+    if data.endswith(b"\n"):
+        return None
+    start = data.rfind(b"\n") + 1
+    aside = path.with_name(f"{path.name}.torn-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%fZ')}")
+    aside.write_bytes(data[start:])
+    with open(path, "r+b") as handle:
+        handle.truncate(start)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return aside
+
+
 def append_entry(entry: dict[str, Any], path: Path | None = None) -> Path:
-    """Append one JSON line (flush + fsync). Call with the registry lock held."""
+    """Append one JSON line (flush + fsync), after setting aside a torn last line. Call with the
+    registry lock held."""
     path = path or audit_log_path()
     path.parent.mkdir(parents=True, exist_ok=True)
+    set_aside_torn_tail(path)
     line = json.dumps({"schema_version": AUDIT_SCHEMA_VERSION, **entry}, sort_keys=True, allow_nan=False) + "\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:

@@ -213,3 +213,17 @@ def test_a_torn_last_audit_line_is_skipped_but_a_corrupt_middle_line_raises(tmp_
     log.write_text('{"model_name": "m", "n": 1}\nnot json\n{"model_name": "m", "n": 3}\n')
     with pytest.raises(ValueError, match=":2: not a valid audit entry"):
         audit.read_entries(log)
+
+
+def test_the_next_append_sets_a_torn_last_line_aside_instead_of_gluing_onto_it(tmp_path):
+    from flows.ops import audit
+
+    log = tmp_path / "promotions.jsonl"
+    log.write_text('{"model_name": "m", "n": 1}\n{"model_name": "m", "n"')  # a write cut short by a crash
+    audit.append_entry({"model_name": "m", "n": 3}, log)
+    assert [e["n"] for e in audit.read_entries(log)] == [1, 3]  # readable, no warning needed any more
+    torn = list(tmp_path.glob("promotions.jsonl.torn-*"))
+    assert len(torn) == 1 and torn[0].read_text() == '{"model_name": "m", "n"'
+    audit.append_entry({"model_name": "m", "n": 4}, log)  # a clean log is left alone
+    assert len(list(tmp_path.glob("promotions.jsonl.torn-*"))) == 1
+    assert [e["n"] for e in audit.read_entries(log)] == [1, 3, 4]
