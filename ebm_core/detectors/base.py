@@ -255,6 +255,14 @@ def load_detector(directory: str | Path, device: str = "cpu") -> Detector:
     return detector
 
 
+def energies_in_chunks(energy: torch.nn.Module, x: np.ndarray, batch_size: int, device) -> np.ndarray:
+    """energy(x) (N,) as float64, `batch_size` rows at a time on `device`, without gradients."""
+    rows = torch.as_tensor(x, dtype=torch.float32)
+    with torch.no_grad():
+        chunks = [energy(rows[s : s + batch_size].to(device)).cpu() for s in range(0, rows.shape[0], batch_size)]
+    return torch.cat(chunks).double().numpy() if chunks else np.zeros(0)
+
+
 def check_features(x, name: str, n_features: int | None = None) -> np.ndarray:
     """x as a finite float64 (N, D) array, D == n_features when given, or an error that says what is wrong."""
     x = np.asarray(x)

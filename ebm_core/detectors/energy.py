@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ebm_core.checkpoint import load_checkpoint
-from ebm_core.detectors.base import Detector, check_feature_names, check_features
+from ebm_core.detectors.base import Detector, check_feature_names, check_features, energies_in_chunks
 from ebm_core.detectors.energy_config import DetectorConfig
 from ebm_core.energies.classifier import ClassifierEnergy, ClassifierEnergyConfig
 from ebm_core.energies.mlp import MLPEnergy, MLPEnergyConfig
@@ -126,13 +126,7 @@ class EnergyDetector(Detector):
 
     def _energies(self, x: np.ndarray) -> np.ndarray:
         device = next(self.energy_.parameters()).device
-        x_std = torch.as_tensor(self._standardize(x), dtype=torch.float32)
-        with torch.no_grad():
-            chunks = [
-                self.energy_(x_std[start : start + SCORE_BATCH_SIZE].to(device)).cpu()
-                for start in range(0, x_std.shape[0], SCORE_BATCH_SIZE)
-            ]
-        return torch.cat(chunks).double().numpy() if chunks else np.zeros(0)
+        return energies_in_chunks(self.energy_, self._standardize(x), SCORE_BATCH_SIZE, device)
 
     def _saved_state(self, folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
         tensors = {f"energy.{k}": v for k, v in self.energy_.state_dict().items()}

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ebm_core.detectors.base import Detector, check_feature_names, check_features
+from ebm_core.detectors.base import Detector, check_feature_names, check_features, energies_in_chunks
 from ebm_core.energies.kernel_density import KernelDensityEnergy
 
 SCORE_BATCH_SIZE = 1024  # query rows per block; the energy blocks the reference rows itself
@@ -41,14 +41,7 @@ class KernelDensityDetector(Detector):
         return "energy_" in vars(self)
 
     def _energies(self, x: np.ndarray) -> np.ndarray:
-        device = self.energy_.reference.device
-        xt = torch.as_tensor(x, dtype=torch.float32)
-        with torch.no_grad():
-            out = [
-                self.energy_(xt[s : s + SCORE_BATCH_SIZE].to(device)).cpu()
-                for s in range(0, xt.shape[0], SCORE_BATCH_SIZE)
-            ]
-        return torch.cat(out).double().numpy() if out else np.zeros(0)
+        return energies_in_chunks(self.energy_, x, SCORE_BATCH_SIZE, self.energy_.reference.device)
 
     def _saved_state(self, folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
         return {"temperature": self.temperature}, {f"energy.{k}": v for k, v in self.energy_.state_dict().items()}

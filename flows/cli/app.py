@@ -61,16 +61,7 @@ def demo(
     held-out digit classes (never on 6-9), refits it and registers it."""
     from flows.pipeline.config import PipelineConfig, demo_config
 
-    _check_single_detector_options(objective, steps, sampler, budget)
-    pipeline_config = _load_config(config, demo_config)
-    if steps is not None:
-        pipeline_config = pipeline_config.with_training_steps(steps)
-    if objective is not None:
-        pipeline_config = _with_objective(pipeline_config, objective)
-    if budget is not None:
-        pipeline_config = pipeline_config.with_selection_budget(budget)
-    if sampler is not None:
-        pipeline_config = _with_sampler(pipeline_config, sampler)
+    pipeline_config = _configured(_load_config(config, demo_config), objective, steps, sampler, budget)
     _run_pipeline(pipeline_config, source=None, progress=progress)
 
 
@@ -143,16 +134,7 @@ def train(
         given = [name for name, value in table_only.items() if value]
         if given:
             raise typer.BadParameter(f"{', '.join(given)} go with --data (CSV/Parquet files), not --dataset or --data-dir")
-    _check_single_detector_options(objective, steps, sampler, budget)
-    pipeline_config = _load_config(config, default_config)
-    if steps is not None:
-        pipeline_config = pipeline_config.with_training_steps(steps)
-    if objective is not None:
-        pipeline_config = _with_objective(pipeline_config, objective)
-    if budget is not None:
-        pipeline_config = pipeline_config.with_selection_budget(budget)
-    if sampler is not None:
-        pipeline_config = _with_sampler(pipeline_config, sampler)
+    pipeline_config = _configured(_load_config(config, default_config), objective, steps, sampler, budget)
     if data_dir is not None:
         source = VectorDirSource(str(data_dir))
     elif dataset is not None:
@@ -214,6 +196,20 @@ def _load_config(path: Optional[Path], packaged):
     except (TypeError, ValueError) as error:
         console.print(f"[red]Bad config:[/red] {error}")
         raise typer.Exit(code=2)
+
+
+def _configured(pipeline_config, objective, steps, sampler, budget):
+    """The pipeline config with the command line's --objective / --steps / --sampler / --budget applied."""
+    _check_single_detector_options(objective, steps, sampler, budget)
+    if steps is not None:
+        pipeline_config = pipeline_config.with_training_steps(steps)
+    if objective is not None:
+        pipeline_config = _with_objective(pipeline_config, objective)
+    if budget is not None:
+        pipeline_config = pipeline_config.with_selection_budget(budget)
+    if sampler is not None:
+        pipeline_config = _with_sampler(pipeline_config, sampler)
+    return pipeline_config
 
 
 def _check_single_detector_options(objective, steps, sampler, budget) -> None:

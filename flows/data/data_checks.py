@@ -263,6 +263,25 @@ class DataValidationError(ValueError):
         return (type(self), (self.result,))
 
 
+class ChecksFailed(ValueError):
+    """One or more datasets failed their checks; the run stops. `results` holds the failed
+    DataCheckResults, `result_path` the full result written for the user."""
+
+    what = "checks"
+
+    def __init__(self, results: list, result_path: Path):
+        self.results = results
+        self.result_path = result_path
+        lines = [f"{self.what} failed (full result: {result_path}):"]
+        for result in results:
+            lines.append(f"- {result.dataset_name}:")
+            lines.extend(f"    {line}" for line in result.summary().splitlines())
+        super().__init__("\n".join(lines))
+
+    def __reduce__(self):  # Prefect may pickle a task's exception
+        return (type(self), (self.results, self.result_path))
+
+
 def raise_for_failures(result: DataCheckResult) -> None:
     """Raise :class:`DataValidationError` unless every expectation passed."""
     if not result.success:

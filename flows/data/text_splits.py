@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from flows.data.data_checks import ChecksFailed
 from flows.data.datasets import LABEL_COLUMN
 from flows.data.sources import Clinc150Source, TextTablesSource
 from evaluation.files import write_text_atomic
@@ -162,20 +163,10 @@ def hold_out_from_train(
     return {split: train[assigned == split] for split in ("train", "calibration", "in_test")}
 
 
-class TextCheckFailed(ValueError):
+class TextCheckFailed(ChecksFailed):
     """A text split failed its checks; the run stops before anything is embedded or trained."""
 
-    def __init__(self, results: list, result_path: Path):
-        self.results = results
-        self.result_path = result_path
-        lines = [f"text checks failed (full result: {result_path}):"]
-        for result in results:
-            lines.append(f"- {result.dataset_name}:")
-            lines.extend(f"    {line}" for line in result.summary().splitlines())
-        super().__init__("\n".join(lines))
-
-    def __reduce__(self):  # Prefect may pickle a task's exception
-        return (type(self), (self.results, self.result_path))
+    what = "text checks"
 
 
 def check_text_splits(files: TextSplitFiles, out_path: Path, alpha: float = 0.05) -> Path:

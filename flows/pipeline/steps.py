@@ -25,6 +25,7 @@ from flows.data.datasets import (
     prepare_digits,
     read_vectors,
 )
+from flows.data.data_checks import ChecksFailed
 from flows.data.sources import DataSource, DigitsSource, VectorDirSource
 from flows.data.text_splits import OOD_VAL_PREFIX, min_calibration_rows
 from flows.pipeline import selection
@@ -55,20 +56,10 @@ class PreparedData:
         return [s for s in self.ood_splits if not s.startswith(OOD_VAL_PREFIX)]
 
 
-class DataCheckFailed(ValueError):
+class DataCheckFailed(ChecksFailed):
     """One or more splits failed their data checks; the run stops before training."""
 
-    def __init__(self, results: list, result_path: Path):
-        self.results = results
-        self.result_path = result_path
-        lines = [f"data checks failed (full result: {result_path}):"]
-        for result in results:
-            lines.append(f"- {result.dataset_name}:")
-            lines.extend(f"    {line}" for line in result.summary().splitlines())
-        super().__init__("\n".join(lines))
-
-    def __reduce__(self):  # Prefect may pickle a task's exception
-        return (type(self), (self.results, self.result_path))
+    what = "data checks"
 
 
 @dataclass(frozen=True)
