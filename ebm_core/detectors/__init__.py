@@ -3,6 +3,8 @@
 - `EnergyDetector` (energy.py): an energy network trained with any objective (`DetectorConfig`).
 - `KernelDensityDetector` (kernel_density.py): a von Mises-Fisher kernel density, label-free.
 - `ComposedDetector` (composed.py): a weighted sum of member detectors' energies.
+- `TrainedEnergyDetector` (trained.py): what the two kinds with a trained torch energy on standardised rows
+  share (chunked scoring, standardiser, saved weights and history).
 - `ContrastiveHeadDetector` (contrastive_head.py): a head trained with the supervised contrastive loss,
   the energy a kernel density in its space (needs labels).
 """

@@ -19,13 +19,13 @@ import numpy as np
 import torch
 
 from ebm_core.clustering import auto_n_clusters, spherical_kmeans
-from ebm_core.detectors.base import Detector, check_feature_names, check_features, energies_in_chunks
+from ebm_core.detectors.base import check_feature_names, check_features
+from ebm_core.detectors.trained import TrainedEnergyDetector
 from ebm_core.energies.contrastive_head import ContrastiveHeadEnergy
 from ebm_core.errors import ShapeError
 from ebm_core.objectives.supervised_contrastive import SupervisedContrastive
 from ebm_core.training import TrainConfig, TrainingCallback, TrainingHistory, train_energy
 
-SCORE_BATCH_SIZE = 2048
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class ContrastiveHeadConfig:
         return cls(**data)
 
 
-class ContrastiveHeadDetector(Detector):
+class ContrastiveHeadDetector(TrainedEnergyDetector):
     kind = "contrastive_head"
 
     def __init__(self, config: ContrastiveHeadConfig | None = None):
@@ -130,46 +130,21 @@ class ContrastiveHeadDetector(Detector):
         self.energy_ = energy
         return self
 
-    def _is_fitted(self) -> bool:
-        return "energy_" in vars(self)
-
-    def _energies(self, x: np.ndarray) -> np.ndarray:
-        device = next(self.energy_.parameters()).device
-        return energies_in_chunks(self.energy_, self._standardize(x), SCORE_BATCH_SIZE, device)
-
     def _saved_state(self, folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-        tensors = {f"energy.{k}": v for k, v in self.energy_.state_dict().items()}
-        tensors["standardizer.mean"] = torch.as_tensor(self.mean_)
-        tensors["standardizer.scale"] = torch.as_tensor(self.scale_)
-        metadata = {
-            "config": self.config.to_dict(),
-            "classes": self.classes_,
-            "history": self.history_.to_dict() if "history_" in vars(self) else None,
-        }
-        return metadata, tensors
+        return self._trained_state()
 
     @classmethod
     def _from_saved(cls, folder: Path, metadata: dict, tensors: dict[str, torch.Tensor], device: str):
-        config = ContrastiveHeadConfig.from_dict({**metadata["config"], "device": device})
-        detector = cls(config)
-        detector.n_features_in_ = int(metadata["n_features_in"])
-        detector.feature_names_in_ = metadata["feature_names_in"]
-        detector.classes_ = metadata.get("classes")
-        detector.mean_ = tensors["standardizer.mean"].numpy()
-        detector.scale_ = tensors["standardizer.scale"].numpy()
-        state = {k[len("energy.") :]: v for k, v in tensors.items() if k.startswith("energy.")}
-        energy = _build_energy(detector.n_features_in_, config, seed=0)
         from ebm_core.energies.kernel_density import KernelDensityEnergy
 
+        config = ContrastiveHeadConfig.from_dict({**metadata["config"], "device": device})
+        detector = cls(config)
+        state = detector._restore_trained_state(metadata, tensors)
+        energy = _build_energy(detector.n_features_in_, config, seed=0)
         energy.density = KernelDensityEnergy(state["density.reference"], config.density_temperature)
         energy.load_state_dict(state)
         detector.energy_ = energy.to(device).eval()
-        if metadata.get("history"):
-            detector.history_ = TrainingHistory.from_dict(metadata["history"])
         return detector
-
-    def _standardize(self, x: np.ndarray) -> np.ndarray:
-        return (x - self.mean_) / self.scale_
 
 
 def _build_energy(n_features: int, config: ContrastiveHeadConfig, seed: int) -> ContrastiveHeadEnergy:

@@ -16,19 +16,19 @@ import numpy as np
 import torch
 
 from ebm_core.checkpoint import load_checkpoint
-from ebm_core.detectors.base import Detector, check_feature_names, check_features, energies_in_chunks
+from ebm_core.detectors.base import check_feature_names, check_features
 from ebm_core.detectors.energy_config import DetectorConfig
+from ebm_core.detectors.trained import TrainedEnergyDetector
 from ebm_core.energies.classifier import ClassifierEnergy, ClassifierEnergyConfig
 from ebm_core.energies.mlp import MLPEnergy, MLPEnergyConfig
 from ebm_core.errors import ShapeError
 from ebm_core.objectives.base import ObjectiveContext
 from ebm_core.training import TrainingCallback, TrainingHistory, train_energy
 
-SCORE_BATCH_SIZE = 4096
 FIT_FINGERPRINT_FILE = "fit.json"  # beside the training checkpoint: which fit it belongs to
 
 
-class EnergyDetector(Detector):
+class EnergyDetector(TrainedEnergyDetector):
     kind = "energy"
 
     def __init__(self, config: DetectorConfig | None = None):
@@ -120,45 +120,21 @@ class EnergyDetector(Detector):
         self.energy_ = _with_score_temperature(self.energy_, config.score_temperature)
         return self
 
-    # ---- the Detector hooks ---------------------------------------------------------------------
-    def _is_fitted(self) -> bool:
-        return "energy_" in vars(self)
-
-    def _energies(self, x: np.ndarray) -> np.ndarray:
-        device = next(self.energy_.parameters()).device
-        return energies_in_chunks(self.energy_, self._standardize(x), SCORE_BATCH_SIZE, device)
-
+    # ---- the Detector hooks (scoring and the shared state: TrainedEnergyDetector) ----------------
     def _saved_state(self, folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-        tensors = {f"energy.{k}": v for k, v in self.energy_.state_dict().items()}
-        tensors["standardizer.mean"] = torch.as_tensor(self.mean_)
-        tensors["standardizer.scale"] = torch.as_tensor(self.scale_)
-        metadata = {
-            "config": self.config.to_dict(),
-            "energy_kind": self.energy_kind_,
-            "classes": self.classes_,
-            "history": self.history_.to_dict() if "history_" in vars(self) else None,
-        }
-        return metadata, tensors
+        metadata, tensors = self._trained_state()
+        return {**metadata, "energy_kind": self.energy_kind_}, tensors
 
     @classmethod
-    def _from_saved(cls, folder: Path, metadata: dict, tensors: dict[str, torch.Tensor], device: str):
+    def _from_saved(cls, folder: Path, metadata: dict, tensors: dict[str, torch.Tensor], device: str) -> "EnergyDetector":
         config = DetectorConfig.from_dict({**metadata["config"], "device": device})
         detector = cls(config)
-        detector.n_features_in_ = int(metadata["n_features_in"])
-        detector.feature_names_in_ = metadata["feature_names_in"]
-        detector.mean_ = tensors["standardizer.mean"].numpy()
-        detector.scale_ = tensors["standardizer.scale"].numpy()
+        energy_state = detector._restore_trained_state(metadata, tensors)
         detector.energy_kind_ = metadata.get("energy_kind", "mlp")
-        detector.classes_ = metadata.get("classes")
         energy = _build_energy(detector.energy_kind_, detector.n_features_in_, detector.classes_, config, seed=0)
-        energy.load_state_dict({k[len("energy.") :]: v for k, v in tensors.items() if k.startswith("energy.")})
+        energy.load_state_dict(energy_state)
         detector.energy_ = _with_score_temperature(energy.to(device).eval(), config.score_temperature)
-        if metadata.get("history"):
-            detector.history_ = TrainingHistory.from_dict(metadata["history"])
         return detector
-
-    def _standardize(self, x: np.ndarray) -> np.ndarray:
-        return (x - self.mean_) / self.scale_
 
 
 def _build_energy(kind: str, n_features: int, classes: list | None, config: DetectorConfig, seed: int):
