@@ -260,6 +260,7 @@ def load_pyfunc(model_uri: str):
     digests recorded at registration (`Guard.load` is the way in for the rest of the code)."""
     import tempfile
 
+    configure_tracking()
     name, version = resolve_model_uri(model_uri)
     holder = tempfile.TemporaryDirectory(prefix="ebmops-model-")
     local = verified_model_copy(name, version, Path(holder.name))
@@ -310,6 +311,7 @@ def record_artifact_digests(model_name: str, version: str) -> dict[str, str]:
 
 def verified_model_copy(model_name: str, version: str, dst: Path) -> Path:
     """Download the version's files into dst and check them against the recorded digests."""
+    configure_tracking()
     recorded = get_version(model_name, version).tags.get(ARTIFACT_DIGESTS_TAG)
     if recorded is None:
         raise IntegrityError(

@@ -29,6 +29,22 @@ def test_digests_are_recorded_and_an_untouched_version_loads(registered):
     assert Guard.load(registered.model_uri).version == registered.version
 
 
+def test_a_version_uri_loads_in_a_fresh_process(registered, ebmops_home):
+    """As `ebmops evaluate --model models:/ebm-guard/1` does: nothing has configured tracking yet."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["EBMOPS_HOME"] = str(ebmops_home)
+    code = "from flows.guard.guard import Guard; import sys; print(Guard.load(sys.argv[1]).version)"
+    result = subprocess.run(
+        [sys.executable, "-c", code, registered.model_uri], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == registered.version
+
+
 @pytest.mark.parametrize("tamper", ["edit_detector_json", "append_code", "plant_pickle"])
 def test_tampered_files_are_refused_before_anything_runs(registered, ebmops_home, tmp_path, tamper):
     marker = tmp_path / "pwned"
