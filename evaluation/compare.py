@@ -33,6 +33,12 @@ Gate rules (every gate is checked on the candidate; a gate that cannot be evalua
 - `realised_fpr: {tolerance: t}`: FAIL when the candidate's realised false-positive rate on held-out
   in-distribution data exceeds its alpha + t. With `confidence: c` it FAILs only when the lower bound
   of the exact (Clopper-Pearson) c-interval of that rate exceeds alpha + t.
+- `flag_rate: {ood_min: m, in_distribution_min: i}`: absolute floors on the candidate's own flag rates
+  at its threshold, so a guard that flags (almost) nothing never passes, whatever the baseline does:
+  FAIL when the share of OOD inputs (all OOD splits pooled) it flags is below m, or when the share of
+  held-out in-distribution inputs it flags is below i. A report without per-sample scores fails it; a
+  report with no OOD split at all (a guard trained and evaluated without OOD examples) is held to the
+  in-distribution floor only.
 - `data_checks: {must_pass: true}`: FAIL unless the candidate report says its data checks passed
   (`data_checks_passed is True`; False or not recorded fail). `must_pass: false` only reports it.
 
@@ -67,7 +73,8 @@ DEFAULT_GATES: dict[str, Any] = {
     "bootstrap": {"n_resamples": 1000, "seed": 0, "confidence": 0.95},
     "auroc": {"max_drop": 0.005, "confidence": 0.95},
     "fpr95": {"max_rise": 0.0, "confidence": 0.95},
-    "realised_fpr": {"tolerance": 0.02},
+    "realised_fpr": {"tolerance": 0.02, "confidence": 0.95},
+    "flag_rate": {"ood_min": 0.1, "in_distribution_min": 0.005},
     "data_checks": {"must_pass": True},
 }
 
@@ -124,7 +131,9 @@ class MetricGate:
     @classmethod
     def from_dict(cls, metric: str, d: dict[str, Any]) -> MetricGate:
         if metric not in CI_METRICS:
-            raise ValueError(f"unknown gate {metric!r}; known: {', '.join([*CI_METRICS, 'realised_fpr', 'data_checks'])}")
+            raise ValueError(
+                f"unknown gate {metric!r}; known: {', '.join([*CI_METRICS, 'realised_fpr', 'data_checks', 'flag_rate'])}"
+            )
         if not isinstance(d, dict):
             raise ValueError(f"gate {metric!r} must be a mapping, got {d!r}")
         limit_key = "max_drop" if metric in HIGHER_IS_BETTER else "max_rise"
@@ -184,6 +193,42 @@ class RealisedFPRGate:
 
 
 @dataclass(frozen=True)
+class FlagRateGate:
+    """Absolute floors on the candidate's own flag rates (OOD pooled, held-out in-distribution)."""
+
+    ood_min: float
+    in_distribution_min: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("ood_min", "in_distribution_min"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise ValueError(f"flag_rate: {name} must be a share in [0, 1], got {value!r}")
+
+    @property
+    def rule(self) -> str:
+        return (
+            f"fail if the candidate flags under {self.ood_min:g} of OOD inputs or under "
+            f"{self.in_distribution_min:g} of in-distribution inputs"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ood_min": self.ood_min, "in_distribution_min": self.in_distribution_min}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FlagRateGate:
+        if not isinstance(d, dict):
+            raise ValueError(f"gate 'flag_rate' must be a mapping, got {d!r}")
+        _check_keys(d, {"ood_min", "in_distribution_min"}, "gate 'flag_rate'")
+        if "ood_min" not in d:
+            raise ValueError("gate 'flag_rate' needs ood_min")
+        return cls(
+            ood_min=_number(d["ood_min"], "flag_rate: ood_min"),
+            in_distribution_min=_number(d.get("in_distribution_min", 0.0), "flag_rate: in_distribution_min"),
+        )
+
+
+@dataclass(frozen=True)
 class DataChecksGate:
     must_pass: bool = True
 
@@ -212,6 +257,7 @@ class Gates:
     metrics: tuple[MetricGate, ...] = ()
     realised_fpr: RealisedFPRGate | None = None
     data_checks: DataChecksGate | None = None
+    flag_rate: FlagRateGate | None = None
     n_resamples: int = 1000
     seed: int = 0
     confidence: float = 0.95
@@ -235,7 +281,7 @@ class Gates:
     def from_dict(cls, d: dict[str, Any]) -> Gates:
         if not isinstance(d, dict):
             raise ValueError(f"gates must be a mapping of gate name to settings, got {type(d).__name__}")
-        known = {*CI_METRICS, "realised_fpr", "data_checks", "bootstrap"}
+        known = {*CI_METRICS, "realised_fpr", "data_checks", "flag_rate", "bootstrap"}
         _check_keys(d, known, "gates")
         bootstrap = d.get("bootstrap") or {}
         if not isinstance(bootstrap, dict):
@@ -245,6 +291,7 @@ class Gates:
             metrics=tuple(MetricGate.from_dict(name, d[name]) for name in CI_METRICS if name in d),
             realised_fpr=None if d.get("realised_fpr") is None else RealisedFPRGate.from_dict(d["realised_fpr"]),
             data_checks=None if d.get("data_checks") is None else DataChecksGate.from_dict(d["data_checks"]),
+            flag_rate=None if d.get("flag_rate") is None else FlagRateGate.from_dict(d["flag_rate"]),
             n_resamples=_integer(bootstrap.get("n_resamples", 1000), "bootstrap: n_resamples"),
             seed=_integer(bootstrap.get("seed", 0), "bootstrap: seed"),
             confidence=_number(bootstrap.get("confidence", 0.95), "bootstrap: confidence"),
@@ -260,6 +307,8 @@ class Gates:
             d["realised_fpr"] = self.realised_fpr.to_dict()
         if self.data_checks is not None:
             d["data_checks"] = self.data_checks.to_dict()
+        if self.flag_rate is not None:
+            d["flag_rate"] = self.flag_rate.to_dict()
         return d
 
     @classmethod
@@ -279,7 +328,7 @@ class Gates:
             gates = cls.from_dict(data if data is not None else {})
         except ValueError as error:
             raise ValueError(f"{path}: {error}") from error
-        if not gates.metrics and gates.realised_fpr is None and gates.data_checks is None:
+        if not gates.metrics and gates.realised_fpr is None and gates.data_checks is None and gates.flag_rate is None:
             raise ValueError(f"{path}: no gates configured; a comparison without gates would pass anything")
         return gates
 
@@ -494,10 +543,7 @@ def compare_reports(baseline: EvalReport, candidate: EvalReport, gates: Gates | 
     verdicts: list[GateVerdict] = []
     for gate in gates.metrics:
         verdicts.extend(_metric_gate_verdicts(gate, baseline, candidate, splits, deltas, intervals))
-    if gates.realised_fpr is not None:
-        verdicts.append(_realised_fpr_verdict(gates.realised_fpr, baseline, candidate))
-    if gates.data_checks is not None:
-        verdicts.append(_data_checks_verdict(gates.data_checks, baseline, candidate))
+    verdicts.extend(candidate_verdicts(candidate, gates, baseline))
     return ReportComparison(
         schema_version=COMPARISON_SCHEMA_VERSION,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -664,20 +710,67 @@ def _metric_gate_verdicts(
     return verdicts
 
 
-def _realised_fpr_verdict(gate: RealisedFPRGate, baseline: EvalReport, candidate: EvalReport) -> GateVerdict:
+def candidate_verdicts(candidate: EvalReport, gates: Gates, baseline: EvalReport | None = None) -> list[GateVerdict]:
+    """The gates that judge the candidate on its own (realised FPR, flag-rate floors, data checks):
+    also what a first version must pass before it becomes champion, when there is no baseline."""
+    verdicts = []
+    if gates.realised_fpr is not None:
+        verdicts.append(_realised_fpr_verdict(gates.realised_fpr, baseline, candidate))
+    if gates.flag_rate is not None:
+        verdicts.append(_flag_rate_verdict(gates.flag_rate, candidate))
+    if gates.data_checks is not None:
+        verdicts.append(_data_checks_verdict(gates.data_checks, baseline, candidate))
+    return verdicts
+
+
+def _flag_rate_verdict(gate: FlagRateGate, candidate: EvalReport) -> GateVerdict:
+    threshold = candidate.threshold
+    in_scores = np.asarray(candidate.scores.get(candidate.in_distribution_split) or [], dtype=np.float64)
+    ood_scores = [np.asarray(candidate.scores.get(split) or [], dtype=np.float64) for split in candidate.ood_metrics]
+    ood = np.concatenate(ood_scores) if ood_scores else np.empty(0)
+    missing_ood_scores = bool(candidate.ood_metrics) and ood.size == 0
+    if in_scores.size == 0 or missing_ood_scores or not math.isfinite(threshold):
+        why = "its threshold is not finite" if not math.isfinite(threshold) else "it carries no per-sample scores"
+        observed = {"threshold": threshold, "n_in": int(in_scores.size), "n_ood": int(ood.size)}
+        return GateVerdict("flag_rate", None, False, gate.rule, observed, f"cannot check the flag rates: {why}")
+    in_flagged = int(np.sum(in_scores > threshold))
+    in_rate = in_flagged / in_scores.size
+    observed: dict[str, Any] = {
+        "in_rate": in_rate, "in_flagged": in_flagged, "n_in": int(in_scores.size),
+        "in_distribution_min": gate.in_distribution_min, "threshold": threshold, "n_ood": int(ood.size),
+    }
+    in_text = f"{in_rate:.4f} of in-distribution inputs ({in_flagged}/{in_scores.size}, floor {gate.in_distribution_min:g})"
+    if ood.size == 0:
+        # Trained and evaluated without OOD examples: only the in-distribution floor can be checked.
+        passed = in_rate >= gate.in_distribution_min
+        message = f"flags {in_text}; the report has no OOD split, so the OOD floor is not checked"
+    else:
+        ood_flagged = int(np.sum(ood > threshold))
+        ood_rate = ood_flagged / ood.size
+        observed.update({"ood_rate": ood_rate, "ood_flagged": ood_flagged, "ood_min": gate.ood_min})
+        passed = ood_rate >= gate.ood_min and in_rate >= gate.in_distribution_min
+        message = f"flags {ood_rate:.4f} of OOD inputs ({ood_flagged}/{ood.size}, floor {gate.ood_min:g}) and {in_text}"
+    if not passed:
+        message = "a guard that flags too little: " + message
+    return GateVerdict("flag_rate", None, passed, gate.rule, observed, message)
+
+
+def _realised_fpr_verdict(gate: RealisedFPRGate, baseline: EvalReport | None, candidate: EvalReport) -> GateVerdict:
     n = candidate.energy_stats[candidate.in_distribution_split].n
     flagged = int(round(candidate.realised_fpr * n))
     # The limit is the baseline's alpha: a candidate calibrated at a looser alpha must not pass by it.
-    limit = baseline.alpha + gate.tolerance
+    alpha = candidate.alpha if baseline is None else baseline.alpha
+    limit = alpha + gate.tolerance
     observed: dict[str, Any] = {
-        "candidate": candidate.realised_fpr, "baseline": baseline.realised_fpr, "alpha": baseline.alpha, "candidate_alpha": candidate.alpha,
+        "candidate": candidate.realised_fpr, "baseline": None if baseline is None else baseline.realised_fpr,
+        "alpha": alpha, "candidate_alpha": candidate.alpha,
         "tolerance": gate.tolerance, "limit": limit, "n_flagged": flagged, "n": n,
     }
     if gate.confidence is None:
         passed = candidate.realised_fpr <= limit
         message = (
             f"realised FPR {candidate.realised_fpr:.4f} ({flagged}/{n}) "
-            + ("<=" if passed else ">") + f" baseline alpha {baseline.alpha:g} + {gate.tolerance:g} = {limit:.4f}"
+            + ("<=" if passed else ">") + f" alpha {alpha:g} + {gate.tolerance:g} = {limit:.4f}"
         )
     else:
         from evaluation.calibration_stats import binomial_ci  # imports ebm_core (torch): only when needed
@@ -693,11 +786,13 @@ def _realised_fpr_verdict(gate: RealisedFPRGate, baseline: EvalReport, candidate
     return GateVerdict("realised_fpr", None, passed, gate.rule, observed, message)
 
 
-def _data_checks_verdict(gate: DataChecksGate, baseline: EvalReport, candidate: EvalReport) -> GateVerdict:
+def _data_checks_verdict(gate: DataChecksGate, baseline: EvalReport | None, candidate: EvalReport) -> GateVerdict:
     status = candidate.data_checks_passed
     passed = status is True or not gate.must_pass
     message = f"candidate data checks: {data_checks_text(status)}"
     if not passed and status is None:
         message += " (the report carries no data-check status)"
-    observed = {"candidate": status, "baseline": baseline.data_checks_passed, "must_pass": gate.must_pass}
+    observed = {
+        "candidate": status, "baseline": None if baseline is None else baseline.data_checks_passed, "must_pass": gate.must_pass
+    }
     return GateVerdict("data_checks", None, passed, gate.rule, observed, message)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from evaluation.compare import HIGHER_IS_BETTER, ReportComparison
+from evaluation.compare import HIGHER_IS_BETTER, GateVerdict, ReportComparison
 from evaluation.report import METRIC_LABELS, EvalReport
 
 
@@ -53,6 +53,11 @@ def comparison_table(comparison: ReportComparison) -> list[dict[str, Any]]:
 
 def gate_table(comparison: ReportComparison) -> list[dict[str, Any]]:
     """One row per gate verdict."""
+    return verdict_rows(comparison.verdicts)
+
+
+def verdict_rows(verdicts: list[GateVerdict]) -> list[dict[str, Any]]:
+    """One row per gate verdict (also for verdicts given without a comparison)."""
     return [
         {
             "gate": v.gate,
@@ -62,5 +67,5 @@ def gate_table(comparison: ReportComparison) -> list[dict[str, Any]]:
             "rule": v.rule,
             "message": v.message,
         }
-        for v in comparison.verdicts
+        for v in verdicts
     ]

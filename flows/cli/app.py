@@ -2,16 +2,60 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from typer._click import exceptions as click_exceptions  # typer's own click
+from typer.core import TyperGroup
 
+from flows.cli.summary import EXIT_BAD_INPUT, print_refusal, refuse
 from flows.guard.names import DEFAULT_CHALLENGER_URI
 
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (a missing file, an unknown option, a value out of range) as one line on stderr,
+    exit status 2, instead of a boxed usage panel."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            result = super().main(
+                args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra
+            )
+        except click_exceptions.NoArgsIsHelpError as error:
+            if not standalone_mode:
+                raise
+            from typer import rich_utils
+
+            rich_utils.rich_format_error(error)  # the help, as before
+            sys.exit(error.exit_code)
+        except click_exceptions.UsageError as error:
+            if not standalone_mode:
+                raise
+            command = error.ctx.command_path if error.ctx else "ebmops"
+            print_refusal(f"{error.format_message()} (see {command} --help)")
+            sys.exit(EXIT_BAD_INPUT)
+        except click_exceptions.ClickException as error:
+            if not standalone_mode:
+                raise
+            print_refusal(error.format_message())
+            sys.exit(error.exit_code)
+        except typer.Abort:
+            if not standalone_mode:
+                raise
+            print_refusal("aborted")
+            sys.exit(1)
+        if not standalone_mode:
+            return result
+        sys.exit(result if isinstance(result, int) else 0)
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     help=(
         "ebmops: energy-based models as out-of-distribution guards.\n\n"
         "Validates data (Great Expectations), trains an energy model (PyTorch), calibrates the OOD "
@@ -62,6 +106,7 @@ def demo(
     from flows.pipeline.config import PipelineConfig, demo_config
 
     pipeline_config = _configured(_load_config(config, demo_config), objective, steps, sampler, budget)
+    _check_runnable(pipeline_config)
     _run_pipeline(pipeline_config, source=None, progress=progress)
 
 
@@ -153,6 +198,13 @@ def train(
             ood_test=tuple(str(p) for p in ood_test_data),
             outliers=str(outliers_data) if outliers_data else None,
         )
+        if label_column is None and not pipeline_config.selection.enabled:
+            if pipeline_config.detector.objective.labels == "required":
+                raise typer.BadParameter(
+                    f"objective {pipeline_config.detector.objective_name!r} trains on labels: give --label-column"
+                )
+    _check_runnable(pipeline_config)
+    _check_data_before_flow(pipeline_config, source)
     _run_pipeline(pipeline_config, source=source, progress=progress)
 
 
@@ -169,13 +221,18 @@ def evaluate(
     from flows.cli.summary import print_evaluation
     from flows.ops.evaluate_model import evaluate_model
 
+    from flows.guard import registry
+
     if (text_column is None) == (vector_columns is None):
         raise typer.BadParameter("give exactly one of --text-column or --vector-columns")
     try:
         result = evaluate_model(model, data, list(ood_data), text_column, vector_columns, report)
+    except (ValueError, LookupError, OSError, registry.RegistryError, registry.IntegrityError) as error:
+        refuse(error, "Evaluation refused")  # bad input: a data file, a model URI, a tampered version
     except Exception as error:  # noqa: BLE001 - one clear line for the user
-        console.print(f"[red]Evaluation failed:[/red] {type(error).__name__}: {error}")
-        raise typer.Exit(code=1)
+        if os.environ.get("EBMOPS_DEBUG"):
+            raise
+        refuse(f"{type(error).__name__}: {error} (EBMOPS_DEBUG=1 shows the traceback)", "Evaluation failed", code=1)
     print_evaluation(result, model, data, report, console)
 
 
@@ -194,8 +251,91 @@ def _load_config(path: Optional[Path], packaged):
     try:
         return PipelineConfig.from_yaml(path) if path else packaged()
     except (TypeError, ValueError) as error:
-        console.print(f"[red]Bad config:[/red] {error}")
-        raise typer.Exit(code=2)
+        refuse(error, "Bad config")
+
+
+def _check_runnable(pipeline_config) -> None:
+    """The whole config, before anything is loaded or trained: what only the selection stage or the
+    registration would find (a missing search space, an unknown budget, a model name MLflow refuses)."""
+    try:
+        pipeline_config.check_runnable()
+    except (TypeError, ValueError) as error:
+        refuse(error, "Bad config")
+
+
+def _check_data_before_flow(pipeline_config, source) -> None:
+    """Load the data and run the data / text checks before the flow (and Prefect's server) starts, so a
+    bad file is refused in one line within seconds; the flow checks the same again. A failed check is
+    kept as the flow keeps it: the result under $EBMOPS_HOME/runs and a FAILED MLflow run."""
+    import tempfile
+
+    from flows.data.data_checks import ChecksFailed
+    from flows.data.sources import TEXT_SOURCES, VectorDirSource
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="ebmops-check-") as tmp:
+            if isinstance(source, TEXT_SOURCES):
+                from flows.data import text_splits
+
+                files = text_splits.write_text_splits(source, Path(tmp) / "text", pipeline_config.seed, pipeline_config.alpha)
+                try:
+                    text_splits.check_text_splits(files, Path(tmp) / text_splits.TEXT_CHECK_FILE, pipeline_config.alpha)
+                except ChecksFailed as failure:
+                    _keep_failed_checks(failure, pipeline_config)
+            elif isinstance(source, VectorDirSource):
+                from flows.pipeline import steps
+
+                data = steps.load_data(pipeline_config, Path(tmp), source)
+                try:
+                    steps.validate_data(data, Path(tmp), pipeline_config.alpha)
+                except ChecksFailed as failure:
+                    _keep_failed_checks(failure, pipeline_config)
+    except ChecksFailed as failure:
+        refuse(failure.one_line(), "Stopped before training (the model registry was not changed)")
+    except _refusal_types() as error:
+        refuse(error, "Stopped before training (the model registry was not changed)")
+
+
+def _refusal_types(loading: bool = True) -> tuple[type[BaseException], ...]:
+    """What bad input raises while loading or checking: exit 2, one line, no traceback. While loading
+    (before the flow) any ValueError is about the input; inside the flow only the named kinds are."""
+    from flows.data.data_checks import ChecksFailed, DataValidationError
+    from flows.data.text_data import DataSourceError
+
+    named = (ChecksFailed, DataValidationError, DataSourceError, FileNotFoundError, IsADirectoryError,
+             NotADirectoryError, PermissionError, UnicodeDecodeError)
+    return named + (ValueError,) if loading else named
+
+
+def _keep_failed_checks(failure, pipeline_config) -> None:
+    """Move the failed result into a run folder of its own, log it as a FAILED MLflow run (no model
+    version), and raise the failure again naming the kept file."""
+    import shutil
+    import uuid
+    from datetime import datetime, timezone
+
+    from flows import settings
+    from flows.guard import registry
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    run_dir = settings.runs_dir() / f"{stamp}-{uuid.uuid4().hex[:8]}"
+    run_dir.mkdir(parents=True, exist_ok=False)
+    kept = run_dir / Path(failure.result_path).name
+    shutil.move(str(failure.result_path), kept)
+    kept_failure = type(failure)(failure.results, kept)
+    # MLflow's INFO lines (creating the tables of a new database) would add lines to a one-line refusal
+    loggers = [logging.getLogger(name) for name in ("mlflow", "alembic")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        registry.log_failed_validation(
+            pipeline_config.experiment_name, pipeline_config.to_params(), kept, str(kept_failure)
+        )
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+    raise kept_failure from None
 
 
 def _configured(pipeline_config, objective, steps, sampler, budget):
@@ -240,19 +380,43 @@ def _run_pipeline(pipeline_config, source, progress: bool) -> None:
     from flows.pipeline.steps import DataCheckFailed
     from flows.pipeline.train_and_register import train_and_register
 
+    refusals = _refusal_types(loading=False)
+    quiet = _QuietRefusals(refusals)
+    prefect_loggers = [logging.getLogger(name) for name in ("prefect.flow_runs", "prefect.task_runs")]
+    for logger in prefect_loggers:
+        logger.addFilter(quiet)
     try:
         result = train_and_register(pipeline_config, source=source, progress=progress)
     except (DataCheckFailed, TextCheckFailed) as failure:
-        console.print(f"[red]Stopped before training:[/red] {failure}")
-        console.print("The model registry was not changed.")
-        raise typer.Exit(code=2)
+        refuse(failure.one_line(), "Stopped before training (the model registry was not changed)")
+    except refusals as error:
+        refuse(error, "Stopped (the model registry was not changed)")
     except Exception as error:  # noqa: BLE001 - the CLI reports any failure in one line
-        console.print(f"[red]Pipeline failed:[/red] {type(error).__name__}: {error}")
-        console.print("Set EBMOPS_DEBUG=1 to see the traceback.")
         if os.environ.get("EBMOPS_DEBUG"):
             raise
-        raise typer.Exit(code=1)
+        refuse(f"{type(error).__name__}: {error} (EBMOPS_DEBUG=1 shows the traceback)", "Pipeline failed", code=1)
+    finally:
+        for logger in prefect_loggers:
+            logger.removeFilter(quiet)
     print_pipeline_summary(result, settings.tracking_uri(), console)
+
+
+class _QuietRefusals(logging.Filter):
+    """Drops Prefect's error records (and their tracebacks) for an expected refusal: bad input is
+    reported once, in one line, by the command."""
+
+    def __init__(self, refusals: tuple[type[BaseException], ...]):
+        super().__init__()
+        self.refusals = refusals
+        self.names = tuple(sorted(cls.__name__ for cls in refusals))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], self.refusals):
+            return False
+        if record.levelno >= logging.WARNING:
+            message = record.getMessage()
+            return not any(name in message for name in self.names)
+        return True
 
 
 def _register_commands() -> None:

@@ -81,6 +81,7 @@ def _read_report(path: Path, role: str, console: Console):
 
 
 def _fail(console: Console, message: str) -> None:
-    console.print(f"[bold red]error:[/bold red] {escape(message)}", soft_wrap=True)
-    raise typer.Exit(code=EXIT_BAD_INPUT)
+    from flows.cli.summary import refuse
+
+    refuse(message, code=EXIT_BAD_INPUT)
 

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from flows.cli.summary import print_comparison, print_decision, print_history
+from flows.cli.summary import print_comparison, print_decision, print_history, refuse
 from flows.guard.names import DEFAULT_CHAMPION_URI, DEFAULT_MODEL_NAME
 
 EXIT_REFUSED = 1
@@ -41,6 +41,7 @@ def promote_command(
     """Score champion and challenger on the same current data, compare them with the gates, and move
     `champion` to the challenger only when every gate passes. Audited (log, MLflow run, version tags)."""
     from evaluation.compare import ReportComparison
+    from flows.guard.registry import IntegrityError, RegistryError
     from flows.ops.promotion import PromotionError, promote
 
     console = Console()
@@ -54,9 +55,8 @@ def promote_command(
             n_bootstrap=n_bootstrap,
             allow_rolled_back=allow_rolled_back,
         )
-    except (PromotionError, FileNotFoundError, ValueError) as error:
-        console.print(f"[bold red]error:[/bold red] {escape(str(error))}")
-        raise typer.Exit(code=EXIT_BAD_INPUT)
+    except (PromotionError, OSError, ValueError, LookupError, RegistryError, IntegrityError) as error:
+        refuse(error, code=EXIT_BAD_INPUT)
     if result.comparison_json:
         comparison = ReportComparison.read_json(result.comparison_json)
         print_comparison(
@@ -80,15 +80,14 @@ def rollback_command(
     reason: str = typer.Option("", "--reason", help="Why (kept in the audit log)."),
 ) -> None:
     """Restore the previous champion (audited; the removed version is tagged so promote refuses it)."""
-    from flows.guard.registry import RegistryError
+    from flows.guard.registry import IntegrityError, RegistryError
     from flows.ops.promotion import PromotionError, rollback
 
     console = Console()
     try:
         result = rollback(model_name=model_name, to_version=to_version, actor=actor, reason=reason)
-    except (PromotionError, RegistryError) as error:
-        console.print(f"[bold red]error:[/bold red] {escape(str(error))}")
-        raise typer.Exit(code=EXIT_BAD_INPUT)
+    except (PromotionError, RegistryError, IntegrityError, OSError, ValueError, LookupError) as error:
+        refuse(error, code=EXIT_BAD_INPUT)
     print_decision(result, console)
 
 
@@ -102,11 +101,14 @@ def history_command(
     from flows.ops.promotion import champion_history
 
     console = Console()
-    registry.configure_tracking()
-    rows = champion_history(model_name)[-limit:]
+    try:
+        registry.configure_tracking()
+        rows = champion_history(model_name)[-limit:]
+        champion = registry.get_alias_version(model_name, registry.CHAMPION)
+        challenger = registry.get_alias_version(model_name, registry.CHALLENGER)
+    except (registry.RegistryError, OSError, ValueError, LookupError) as error:
+        refuse(error, code=EXIT_BAD_INPUT)  # an unreadable audit log or registry
     print_history(rows, console, model_name)
-    champion = registry.get_alias_version(model_name, registry.CHAMPION)
-    challenger = registry.get_alias_version(model_name, registry.CHALLENGER)
     console.print(f"Now: champion v{champion}, challenger v{challenger}.  Log: {escape(str(audit_log_path()))}")
 
 
@@ -127,12 +129,14 @@ def serve_command(
     from flows.guard import registry
 
     tracking = os.environ.get("MLFLOW_TRACKING_URI") or settings.tracking_uri()
-    Console().print(f"Serving {escape(model_uri)} from {escape(tracking)} on http://{host}:{port} (Ctrl-C stops)")
+    Console(soft_wrap=True).print(
+        f"Serving {escape(model_uri)} from {escape(tracking)} on http://{host}:{port} once its files are "
+        "verified (Ctrl-C stops)"
+    )
     try:
         status = serve_forever(model_uri, host, port, workers, max_rows)
-    except (registry.IntegrityError, registry.RegistryError, LookupError, ValueError) as error:
-        Console().print(f"[red]Not serving:[/red] {escape(str(error))}")
-        raise typer.Exit(code=2)
+    except (registry.IntegrityError, registry.RegistryError, LookupError, ValueError, OSError) as error:
+        refuse(error, "Not serving", code=EXIT_BAD_INPUT)
     raise typer.Exit(code=status)
 
 

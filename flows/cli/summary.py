@@ -19,6 +19,30 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+# --- refusals: one line on stderr, exit status 2 -----------------------------------------------------
+
+EXIT_BAD_INPUT = 2
+
+
+def refusal_line(message: object) -> str:
+    """`message` (an exception or text) as one line: its lines joined, runs of spaces collapsed."""
+    return " ".join(str(message).split()) or type(message).__name__
+
+
+def print_refusal(message: object, prefix: str = "error") -> None:
+    """One line on stderr, never wrapped: `<prefix>: <message>`."""
+    console = Console(stderr=True, soft_wrap=True, highlight=False)
+    console.print(f"[bold red]{escape(prefix)}:[/bold red] {escape(refusal_line(message))}")
+
+
+def refuse(message: object, prefix: str = "error", code: int = EXIT_BAD_INPUT):
+    """Print the one-line refusal and exit with `code` (2: bad input)."""
+    import typer
+
+    print_refusal(message, prefix)
+    raise typer.Exit(code=code)
+
+
 # --- evaluation reports ---------------------------------------------------------------------------
 
 
@@ -59,6 +83,8 @@ def print_pipeline_summary(result, tracking_uri: str, console: Console | None = 
         f"Registered [bold]{registered.model_name}[/bold] version {registered.version} "
         f"(aliases: {', '.join(registered.aliases)}), run {registered.run_id}"
     )
+    if registered.note:
+        console.print(escape(registered.note))
     console.print(f"Report: {result.report_html}  (JSON: {result.report_json})")
     console.print(f"Browse runs: mlflow ui --backend-store-uri {tracking_uri}")
     console.print(f"Finished in {result.seconds:.1f} s")
@@ -145,6 +171,13 @@ def _rate(rate: dict[str, Any] | None) -> str:
     return f"{rate['rate']:.1%} [{rate['ci_low']:.1%}, {rate['ci_high']:.1%}]"
 
 
+def _quarantine_line(entry: dict[str, Any]) -> str:
+    where = (
+        f"moved to {entry['moved_to']}" if entry.get("moved_to") else f"left in place, not moved: {entry.get('move_error')}"
+    )
+    return f"quarantined {entry['name']} ({where}): {entry['reason']}"
+
+
 def _problems(rate: dict[str, Any]) -> str:
     if rate["rate"] is None:
         return "-"
@@ -191,7 +224,28 @@ def print_monitor_summary(summary: dict[str, Any], console: Console | None = Non
         f"alarms at batches {summary['alarms'] or 'none'}"
     )
     for action in summary.get("actions", []):
-        console.print(escape(action))
+        console.print(escape(action), soft_wrap=True)
+    for item in summary.get("reconciled", []):
+        done = [
+            "MLflow step logged now" if item["mlflow_logged_now"] else "MLflow step already there",
+            "alarm emitted now" if item["alarm_emitted_now"] else None,
+        ]
+        console.print(
+            escape(f"finished batch {item['batch']} ({item['source']}) left pending by an interrupted pass: "
+                   + ", ".join(d for d in done if d)),
+            soft_wrap=True,
+        )  # fmt: skip
+    for note in summary.get("notes", []):
+        console.print(f"[yellow]{escape(note)}[/yellow]", soft_wrap=True)
+    quarantined = summary.get("quarantined", [])
+    for entry in quarantined:
+        console.print(f"[bold red]{escape(_quarantine_line(entry))}[/bold red]", soft_wrap=True)
+    if quarantined:
+        console.print(
+            f"{len(quarantined)} file(s) quarantined in this pass: "
+            + escape(", ".join(e["name"] for e in quarantined)),
+            soft_wrap=True,
+        )
     if summary.get("mlflow_run_id"):
         console.print(f"MLflow monitoring run: {summary['mlflow_run_id']}; state: {escape(summary.get('state_file', ''))}")
 

@@ -89,6 +89,9 @@ class VectorDatasetSpec:
     value_range: tuple[float, float] | None = None
     label_column: str | None = None
     allowed_labels: tuple | None = None
+    # Fewest distinct rows (over the feature columns); None: min(min_rows, 10). A split of one vector
+    # copied many times has no spread: a density fitted on it is singular, an energy trained on it constant.
+    min_distinct_rows: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.feature_columns, str):
@@ -262,6 +265,10 @@ class DataValidationError(ValueError):
     def __reduce__(self):  # keep it picklable (Prefect may pickle task exceptions)
         return (type(self), (self.result,))
 
+    def one_line(self) -> str:
+        failures = "; ".join(o.describe() for o in self.result.failures)
+        return " ".join(f"data check failed for {self.result.dataset_name}: {failures}".split())
+
 
 class ChecksFailed(ValueError):
     """One or more datasets failed their checks; the run stops. `results` holds the failed
@@ -280,6 +287,14 @@ class ChecksFailed(ValueError):
 
     def __reduce__(self):  # Prefect may pickle a task's exception
         return (type(self), (self.results, self.result_path))
+
+    def one_line(self) -> str:
+        """The failures on one line: each failed dataset with its failed expectations, then the result file."""
+        parts = [
+            f"{result.dataset_name}: " + "; ".join(o.describe() for o in result.failures)
+            for result in self.results
+        ]
+        return " ".join(f"{self.what} failed: {' | '.join(parts)} (full result: {self.result_path})".split())
 
 
 def raise_for_failures(result: DataCheckResult) -> None:
@@ -380,6 +395,7 @@ def check_vector_dataset(
     outcomes = pre_outcomes
     outcomes += [_outcome_from_gx(r) for r in table_res.results]
     outcomes += _long_outcomes(long_res, values, long_cols, df.index, lo, hi)
+    outcomes += _distinct_rows_outcome(values, spec, n_rows)
     outcomes = _order(outcomes, spec)
     return DataCheckResult(
         dataset_name=dataset_name,
@@ -511,6 +527,30 @@ def _long_outcomes(long_res, values, cols, index, lo, hi) -> list[ExpectationOut
     return out
 
 
+EXP_DISTINCT_ROWS = "expect_distinct_rows_to_be_at_least"
+
+
+def _distinct_rows_outcome(values: np.ndarray, spec: VectorDatasetSpec, n_rows: int) -> list[ExpectationOutcome]:
+    """Distinct feature rows, judged only when the table has its rows (the row count reports a short one)."""
+    wanted = spec.min_distinct_rows if spec.min_distinct_rows is not None else min(spec.min_rows, 10)
+    if wanted < 2 or n_rows < spec.min_rows or values.shape[1] == 0:
+        return []
+    finite = values[np.isfinite(values).all(axis=1)]
+    distinct = len(np.unique(finite, axis=0)) if len(finite) else 0
+    return [
+        ExpectationOutcome(
+            EXP_DISTINCT_ROWS,
+            None,
+            distinct >= wanted,
+            {
+                "observed_value": int(distinct),
+                "min_value": int(wanted),
+                "description": f"{distinct} distinct rows in {n_rows}, expected at least {wanted}",
+            },
+        )
+    ]
+
+
 def _order(outcomes: list[ExpectationOutcome], spec: VectorDatasetSpec) -> list[ExpectationOutcome]:
     """Table-level outcomes first, then per column in spec order (type, null, range, set)."""
     col_rank = {c: i for i, c in enumerate(spec.expected_columns)}
@@ -585,6 +625,8 @@ def _plural(k: int, word: str) -> str:
 
 
 def _describe_details(expectation: str, d: dict) -> str:
+    if d.get("description"):
+        return str(d["description"])
     if "duplicated_columns" in d:
         return f"duplicated columns {d['duplicated_columns']}"
     if "missing_columns" in d or "unexpected_columns" in d:

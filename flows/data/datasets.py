@@ -24,6 +24,18 @@ class DigitsDataConfig:
     n_uniform_noise: int = 500
 
     def __post_init__(self):
+        for name in ("in_distribution_digits", "ood_digits"):
+            digits = getattr(self, name)
+            if not isinstance(digits, (tuple, list)) or not digits or not all(
+                isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= 9 for d in digits
+            ):
+                raise ValueError(f"data.{name} must be a non-empty list of digits 0-9, got {digits!r}")
+        for name in ("train_fraction", "calibration_fraction"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < 1:
+                raise ValueError(f"data.{name} must be a number in (0, 1), got {value!r}")
+        if not isinstance(self.n_uniform_noise, int) or isinstance(self.n_uniform_noise, bool) or self.n_uniform_noise < 0:
+            raise ValueError(f"data.n_uniform_noise must be a whole number >= 0, got {self.n_uniform_noise!r}")
         overlap = set(self.in_distribution_digits) & set(self.ood_digits)
         if overlap:
             raise ValueError(f"digits {sorted(overlap)} are both in-distribution and OOD")

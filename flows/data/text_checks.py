@@ -70,6 +70,7 @@ __all__ = [
     "check_ood_reference_overlap",
     "check_split_leakage",
     "check_text_dataset",
+    "check_training_variety",
     "query_key",
     "raise_for_failures",
     "warnings_of",
@@ -101,6 +102,8 @@ EXP_LABEL_IN_SET = "expect_labels_to_be_in_set"
 EXP_ONE_LABEL_PER_QUERY = "expect_each_query_to_have_one_label"
 EXP_NO_LEAKAGE = "expect_test_queries_to_not_be_in_train"
 EXP_OOD_NOT_IN_DIST = "expect_ood_references_to_not_be_in_distribution"
+EXP_DISTINCT_QUERIES = "expect_distinct_training_queries_to_be_at_least"
+EXP_TWO_LABELS = "expect_at_least_two_training_labels"
 EXP_EMB_NUMERIC = "expect_embeddings_to_be_numeric"
 EXP_EMB_DIM = "expect_embedding_dimension_to_equal"
 EXP_EMB_ROWS = "expect_embedding_row_count_to_equal"
@@ -644,3 +647,52 @@ def _texts_and_index(texts, what: str) -> tuple[list[Any], list[Any]]:
         return [_none_if_missing(v) for v in texts.array], list(texts.index)
     vals = [_none_if_missing(v) for v in texts]
     return vals, list(range(len(vals)))
+
+
+def check_training_variety(
+    texts: Sequence[str] | pd.Series,
+    labels: Sequence | pd.Series | None = None,
+    min_distinct: int = 20,
+    name: str = "train variety",
+    column: str = "text",
+    label_column: str = "label",
+) -> DataCheckResult:
+    """Fail when the training queries cannot describe a distribution: fewer than `min_distinct` distinct
+    queries (compared with :func:`query_key`; a file of one query copied 500 times embeds to one point,
+    whose covariance is singular), or, with labels, fewer than two labels (a classifier energy of one
+    class is constant). Null labels are left to the label checks."""
+    gx = _import_gx()
+    values, _ = _texts_and_index(texts, "training texts")
+    keys = {query_key(v) for v in values if isinstance(v, str) and v.strip()}
+    outcomes = [
+        ExpectationOutcome(
+            expectation=EXP_DISTINCT_QUERIES,
+            column=column,
+            success=len(keys) >= min_distinct,
+            details={
+                "observed_value": len(keys),
+                "min_value": min_distinct,
+                "description": f"{len(keys)} distinct queries in {len(values)} rows, expected at least {min_distinct}",
+            },
+        )
+    ]
+    if labels is not None:
+        distinct = sorted({str(v) for v in labels if v is not None and not (isinstance(v, float) and v != v)})
+        outcomes.append(
+            ExpectationOutcome(
+                expectation=EXP_TWO_LABELS,
+                column=label_column,
+                success=len(distinct) >= 2,
+                details={
+                    "observed_value": distinct[:5],
+                    "description": f"{len(distinct)} distinct label(s) {distinct[:5]}, expected at least 2",
+                },
+            )
+        )
+    return DataCheckResult(
+        dataset_name=name,
+        success=all(o.success for o in outcomes),
+        n_rows=len(values),
+        outcomes=tuple(outcomes),
+        gx_version=str(gx.__version__),
+    )

@@ -31,6 +31,7 @@ TEXT_CHECK_FILE = "text_checks.json"
 IN_DISTRIBUTION_TEXT_SPLITS = ("train", "calibration", "in_test")
 MAX_QUERY_CHARACTERS = 10_000
 MIN_TRAIN_ROWS = 50  # the same as the vector checks after embedding
+MIN_DISTINCT_TRAIN_QUERIES = 20  # fewer distinct queries embed to a handful of points: no distribution
 # A few held-out queries that also occur in train (greetings, short commands) are a warning; a test
 # set that is mostly the training set fails.
 MAX_LEAKED_FRACTION = 0.05
@@ -184,6 +185,7 @@ def check_text_splits(files: TextSplitFiles, out_path: Path, alpha: float = 0.05
         check_ood_reference_overlap,
         check_split_leakage,
         check_text_dataset,
+        check_training_variety,
     )
 
     frames = {split: pd.read_parquet(path) for split, path in files.paths.items()}
@@ -208,6 +210,13 @@ def check_text_splits(files: TextSplitFiles, out_path: Path, alpha: float = 0.05
             label_conflicts="fail",
         )
         results.append(check_text_dataset(frame, spec, dataset_name=split))
+    train = frames["train"]
+    results.append(
+        check_training_variety(
+            train["text"], train[LABEL_COLUMN] if LABEL_COLUMN in train.columns else None,
+            min_distinct=MIN_DISTINCT_TRAIN_QUERIES, name="train variety", label_column=LABEL_COLUMN,
+        )
+    )
     in_distribution = pd.concat([frames[s]["text"] for s in IN_DISTRIBUTION_TEXT_SPLITS if s in frames])
     for split in ("calibration", "in_test"):
         if split in frames:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
+import re
+from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -14,6 +19,14 @@ DEFAULT_MAX_ROWS = 10_000
 DEFAULT_MAX_ABS_VALUE = 1e6
 # Longest text a served text guard embeds (characters); longer rows are refused. `EBMOPS_MAX_TEXT_CHARS` overrides.
 DEFAULT_MAX_TEXT_CHARS = 10_000
+# Largest request body the scoring server reads (bytes); a bigger one gets 413 before it is parsed.
+# `EBMOPS_MAX_BODY_BYTES` overrides. 20 MB holds 10000 rows of 64 features comfortably as JSON.
+DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
+# Deepest JSON nesting accepted; a guard's request is 4 levels deep ({"dataframe_split": {"data": [[..]]}}).
+MAX_JSON_DEPTH = 20
+# Longest name (a column, a key, a content type) quoted back in an error message, and longest message.
+MAX_NAME_CHARS = 60
+MAX_MESSAGE_CHARS = 2000
 
 
 def max_rows() -> int:
@@ -40,10 +53,17 @@ def max_text_chars() -> int:
         return DEFAULT_MAX_TEXT_CHARS
 
 
+def max_body_bytes() -> int:
+    value = os.environ.get("EBMOPS_MAX_BODY_BYTES", "")
+    try:
+        return int(value) if value.strip() else DEFAULT_MAX_BODY_BYTES
+    except ValueError:
+        return DEFAULT_MAX_BODY_BYTES
+
+
 def check_unique_columns(columns) -> None:
     """A column given twice is ambiguous (which one is scored?): refused."""
-    names = [str(c) for c in columns]
-    repeated = sorted({c for c in names if names.count(c) > 1})
+    repeated = sorted(name for name, count in Counter(str(c) for c in columns).items() if count > 1)
     if repeated:
         raise InvalidGuardInput(f"columns given more than once: {_first(repeated)}")
 
@@ -70,7 +90,12 @@ class InvalidGuardInput(ValueError):
 def validate_guard_input(model_input, feature_names: list[str]) -> np.ndarray:
     """Return the (N, D) float matrix of `feature_names`, or raise `InvalidGuardInput`."""
     if isinstance(model_input, dict):
-        model_input = pd.DataFrame(model_input)
+        try:
+            model_input = pd.DataFrame(model_input)
+        except (ValueError, TypeError) as error:  # scalars without an index, columns of unequal length
+            raise InvalidGuardInput(
+                f"the input cannot be read as a table of columns: {short(str(error), 200)}"
+            ) from error
     if not isinstance(model_input, pd.DataFrame):
         raise InvalidGuardInput(
             f"expected a DataFrame with columns {feature_names[0]}..{feature_names[-1]}, "
@@ -129,6 +154,241 @@ def validate_guard_input(model_input, feature_names: list[str]) -> np.ndarray:
     return values
 
 
-def _first(items: list, n: int = 5) -> str:
-    shown = ", ".join(repr(i) for i in items[:n])
+def short(value, limit: int = None) -> str:
+    """repr(value), cut to `limit` characters (MAX_NAME_CHARS): a 1 MB column name must not become a
+    1 MB error message."""
+    limit = MAX_NAME_CHARS if limit is None else limit
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+# ---------------------------------------------------------------------------------------------
+# Requests to the scoring server, checked before MLflow parses them (flows/guard/serving.py wraps
+# MLflow's app with these). MLflow would otherwise drop columns the signature does not name, build
+# three rows from one row and a three-entry index, or fail with a 500 on deep nesting.
+
+CONTENT_TYPES = ("application/json", "text/csv", "application/vnd.apache.parquet")
+INPUT_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+PARAMS_KEY = "params"
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+
+
+class RefusedRequest(InvalidGuardInput):
+    """A request refused before the model sees it; `status` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(bound_message(message))
+        self.status = status
+
+
+def bound_message(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    if len(message) <= limit:
+        return message
+    return f"{message[:limit]}... ({len(message) - limit} characters cut)"
+
+
+def check_content_type(content_type: str | None) -> str:
+    """The media type of a Content-Type header MLflow's server parses, or RefusedRequest(415)."""
+    accepted = f"the server takes these content types: {list(CONTENT_TYPES)} (optionally '; charset=utf-8')"
+    if content_type is None or not content_type.strip():
+        raise RefusedRequest(f"no Content-Type header; {accepted}", 415)
+    media, *parameters = [part.strip() for part in content_type.split(";")]
+    if media.lower() not in CONTENT_TYPES:
+        raise RefusedRequest(f"unsupported Content-Type {short(content_type)}; {accepted}", 415)
+    for parameter in parameters:
+        key, _, value = parameter.partition("=")
+        if key != "charset" or value.lower() != "utf-8":
+            raise RefusedRequest(f"unsupported Content-Type parameter {short(parameter)}; {accepted}", 415)
+    return media.lower()
+
+
+def json_depth(body: bytes) -> int:
+    """How deeply the JSON text nests arrays and objects, counted on the bytes (strings skipped), so
+    that a 100000-deep body is refused without recursing into it."""
+    skeleton = np.frombuffer(_JSON_STRING.sub(b'""', body), dtype=np.uint8) & 0xDF  # '{' -> '[', '}' -> ']'
+    brackets = skeleton[(skeleton == 0x5B) | (skeleton == 0x5D)]
+    if not len(brackets):
+        return 0
+    return int(np.cumsum(np.where(brackets == 0x5B, 1, -1), dtype=np.int64).max())
+
+
+def _unique_keys(pairs: list) -> dict:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        repeated = [key for key, count in Counter(key for key, _ in pairs).items() if count > 1]
+        raise RefusedRequest(f"a JSON object gives keys more than once: {_first(repeated)}")
+    return obj
+
+
+def parse_json_body(body: bytes):
+    """The decoded JSON body, or RefusedRequest naming why it cannot be read."""
+    depth = json_depth(body)
+    if depth > MAX_JSON_DEPTH:
+        raise RefusedRequest(f"the JSON body nests {depth} levels deep; at most {MAX_JSON_DEPTH} are accepted")
+    try:
+        return json.loads(body, object_pairs_hook=_unique_keys)
+    except RefusedRequest:
+        raise
+    except RecursionError:
+        raise RefusedRequest(f"the JSON body nests too deeply; at most {MAX_JSON_DEPTH} levels are accepted")
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, an integer of > 4300 digits
+        raise RefusedRequest(f"Ensure that input is a valid JSON formatted string: {short(str(error), 200)}")
+
+
+def check_request_body(body: bytes, media_type: str, input_names: list[str] | None) -> None:
+    """Refuse (RefusedRequest) what MLflow's parser would silently change or fail on: for JSON a
+    body nested too deeply, invalid, or not exactly one input format; in every form columns the model
+    does not take (`input_names`, when its signature names them), columns given twice, rows of the
+    wrong length, an index that does not match the rows, more rows than max_rows()."""
+    if media_type == "application/json":
+        _check_json_request(parse_json_body(body), input_names)
+    elif media_type == "text/csv":
+        try:
+            header = next(csv.reader(io.StringIO(body.decode("utf-8"))), [])
+        except (UnicodeDecodeError, csv.Error):
+            return  # MLflow answers 400 for a CSV it cannot parse
+        _check_columns(header, input_names, "CSV header")
+    elif media_type == "application/vnd.apache.parquet":
+        try:
+            import pyarrow.parquet as pq
+
+            names = pq.read_schema(io.BytesIO(body)).names
+        except Exception:  # noqa: BLE001 - MLflow answers 400 for a file it cannot read
+            return
+        _check_columns([n for n in names if not n.startswith("__index_level_")], input_names, "Parquet columns")
+
+
+def _check_json_request(doc, input_names: list[str] | None) -> None:
+    formats_text = f"exactly one of the input fields {list(INPUT_FORMATS)}"
+    if not isinstance(doc, dict):
+        raise RefusedRequest(
+            f"The input must be a JSON dictionary with {formats_text}; got a JSON {_json_type(doc)}"
+        )
+    formats = [key for key in doc if key in INPUT_FORMATS]
+    if len(formats) != 1:
+        raise RefusedRequest(
+            f"The input must be a JSON dictionary with {formats_text} (and optionally '{PARAMS_KEY}'); "
+            f"got keys {_first(list(doc))}"
+        )
+    (form,) = formats
+    others = [key for key in doc if key not in (form, PARAMS_KEY)]
+    if others:
+        raise RefusedRequest(
+            f"unexpected top-level keys {_first(others)} beside '{form}' (only '{PARAMS_KEY}' may be added)"
+        )
+    if doc.get(PARAMS_KEY) not in (None, {}):
+        raise RefusedRequest(f"the guard takes no '{PARAMS_KEY}'; got {short(doc[PARAMS_KEY])}")
+    value = doc[form]
+    if form == "dataframe_split":
+        _check_split(value, input_names)
+    elif form == "dataframe_records":
+        if not isinstance(value, list):
+            raise RefusedRequest(
+                f"dataframe_records must be a list of records (objects); got a JSON {_json_type(value)}"
+            )
+        _check_records(value, input_names, form)
+    elif form == "instances":
+        if isinstance(value, list) and any(isinstance(item, dict) for item in value):
+            _check_records(value, input_names, form)
+        elif isinstance(value, list):
+            _check_row_count(len(value))
+    elif isinstance(value, dict):  # inputs as {column: [values]}
+        _check_columns(list(value), input_names, "inputs")
+        lengths = {len(v) for v in value.values() if isinstance(v, list)}
+        if len(lengths) > 1:
+            raise RefusedRequest(f"inputs: the columns hold different numbers of values ({sorted(lengths)[:5]})")
+        _check_row_count(max(lengths, default=0))
+    elif isinstance(value, list) and any(isinstance(item, dict) for item in value):
+        _check_records(value, input_names, form)
+
+
+def _check_split(split, input_names: list[str] | None) -> None:
+    if not isinstance(split, dict):
+        raise RefusedRequest(
+            f"dataframe_split must be a dictionary with 'data' and optionally 'columns' and 'index'; "
+            f"got a JSON {_json_type(split)}"
+        )
+    unknown = [key for key in split if key not in ("columns", "data", "index")]
+    if unknown or "data" not in split:
+        raise RefusedRequest(
+            f"dataframe_split must be a dictionary with 'data' and optionally 'columns' and 'index'; "
+            f"got keys {_first(list(split))}"
+        )
+    data = split["data"]
+    if not isinstance(data, list):
+        raise RefusedRequest(f"dataframe_split 'data' must be a list of rows; got a JSON {_json_type(data)}")
+    _check_row_count(len(data))
+    not_lists = [i for i, row in enumerate(data) if not isinstance(row, list)]
+    if not_lists:
+        raise RefusedRequest(f"dataframe_split 'data' rows {_first(not_lists)} are not lists of values")
+    if "columns" in split:
+        columns = split["columns"]
+        if not isinstance(columns, list):
+            raise RefusedRequest(f"dataframe_split 'columns' must be a list of names; got a JSON {_json_type(columns)}")
+        _check_columns(columns, input_names, "dataframe_split")
+        wrong = [i for i, row in enumerate(data) if len(row) != len(columns)]
+        if wrong:
+            raise RefusedRequest(
+                f"dataframe_split names {len(columns)} columns but row {wrong[0]} has {len(data[wrong[0]])} columns "
+                f"(rows {_first(wrong)} differ)"
+            )
+    if "index" in split:
+        index = split["index"]
+        if not isinstance(index, list) or len(index) != len(data):
+            size = f"{len(index)} entries" if isinstance(index, list) else f"a JSON {_json_type(index)}"
+            raise RefusedRequest(
+                f"dataframe_split 'index' has {size} but 'data' has {len(data)} rows; "
+                "send one index entry per row, or no index"
+            )
+
+
+def _check_records(records: list, input_names: list[str] | None, form: str) -> None:
+    _check_row_count(len(records))
+    not_objects = [i for i, record in enumerate(records) if not isinstance(record, dict)]
+    if not_objects:
+        raise RefusedRequest(f"{form}: records {_first(not_objects)} are not JSON objects of column: value")
+    names: dict = {}
+    for record in records:
+        names.update(dict.fromkeys(record))
+    _check_columns(list(names), input_names, form)
+
+
+def _check_columns(columns: list, input_names: list[str] | None, where: str) -> None:
+    not_names = [c for c in columns if not isinstance(c, str)]
+    if not_names:
+        raise RefusedRequest(f"{where}: column names must be strings; got {_first(not_names)}")
+    try:
+        check_unique_columns(columns)
+    except InvalidGuardInput as error:
+        raise RefusedRequest(f"{where}: {error}") from error
+    if input_names is not None:
+        known = set(input_names)
+        extra = [c for c in columns if c not in known]
+        if extra:
+            given = set(columns)
+            missing = [c for c in input_names if c not in given]
+            raise RefusedRequest(
+                f"{where}: unexpected columns {_first(extra)}"
+                + (f"; missing columns {_first(missing)}" if missing else "")
+                + f"; the model takes the {len(input_names)} columns "
+                f"{short(input_names[0])}..{short(input_names[-1])} and nothing else"
+            )
+
+
+def _check_row_count(n: int) -> None:
+    if n > max_rows():
+        raise RefusedRequest(f"too many rows: {n} > {max_rows()} per request (EBMOPS_MAX_ROWS); send smaller batches")
+
+
+def _json_type(value) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
+
+
+def first_items(items: list, n: int = 5) -> str:
+    """The first n items, each cut to MAX_NAME_CHARS, as one bounded list for a message."""
+    shown = ", ".join(short(i) for i in items[:n])
     return f"[{shown}{', ...' if len(items) > n else ''}]"
+
+
+_first = first_items

@@ -10,7 +10,14 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
 from ebm_core import Detector, load_detector
-from flows.guard.input_checks import InvalidGuardInput, check_texts, check_unique_columns, max_rows, validate_guard_input
+from flows.guard.input_checks import (
+    InvalidGuardInput,
+    check_texts,
+    check_unique_columns,
+    first_items,
+    max_rows,
+    validate_guard_input,
+)
 
 DETECTOR_ARTIFACT = "detector"
 FEATURIZER_FILE = "featurizer.json"
@@ -58,7 +65,7 @@ def embed_text_frame(embedder, model_input: pd.DataFrame, feature_names: list[st
         if extra:
             raise InvalidGuardInput(
                 f"send either a '{TEXT_COLUMN}' column or the {len(feature_names)} embedding columns, "
-                f"not both (unexpected columns: {extra[:5]})"
+                f"not both (unexpected columns: {first_items(extra)})"
             )
         texts = check_texts(model_input[TEXT_COLUMN], TEXT_COLUMN)
     except InvalidGuardInput as error:

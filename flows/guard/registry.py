@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
 from flows import settings
+from flows.faults import fault_point
 from flows.guard.names import (  # noqa: F401 - re-exported: the registry's names live with it
     CHALLENGER,
     CHAMPION,
@@ -31,6 +33,8 @@ from flows.guard.names import (  # noqa: F401 - re-exported: the registry's name
 )
 
 MODEL_ARTIFACT_NAME = "guard"
+# Which process owns a registration run, so a later run can tell a killed one from one in progress.
+OWNER_PID_TAG, OWNER_HOST_TAG = "ebmops.pid", "ebmops.host"
 ENTRY_FILE = Path(__file__).with_name("pyfunc_entry.py")
 METRICS_PER_BATCH = 1000
 
@@ -45,6 +49,8 @@ class RegisteredVersion:
     run_id: str
     aliases: tuple[str, ...]
     model_uri: str
+    # Why the version did or did not become champion (set by the pipeline after its audited decision).
+    note: str = ""
 
 
 def configure_tracking() -> str:
@@ -88,13 +94,15 @@ def log_and_register(
     accepts_text: bool = False,
     candidate_runs: list[dict] | None = None,
 ) -> RegisteredVersion:
-    """One MLflow run with params, metrics and artifacts; a new model version aliased `challenger`
-    (and `champion` when the model has none yet). `candidate_runs` (the selection stage's candidate
+    """One MLflow run with params, metrics and artifacts; a new model version aliased `challenger`.
+    Whether a first version also becomes `champion` is decided by the audited gates of
+    `flows.ops.promotion.bootstrap_champion`, never here. `candidate_runs` (the selection stage's candidate
     summaries) become nested runs of that run, one per candidate, with its validation figures."""
     configure_tracking()
     experiment_id = ensure_experiment(experiment_name)
     client = MlflowClient()
-    with mlflow.start_run(experiment_id=experiment_id, tags=tags or {}) as run:
+    owner = {OWNER_PID_TAG: str(os.getpid()), OWNER_HOST_TAG: socket.gethostname()}
+    with mlflow.start_run(experiment_id=experiment_id, tags={**(tags or {}), **owner}) as run:
         mlflow.log_params(params)
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
         log_step_metrics(client, run.info.run_id, step_metrics or {})
@@ -115,19 +123,48 @@ def log_and_register(
             pip_requirements=serving_requirements(),
         )
         version = str(model_info.registered_model_version)
+        fault_point("register.in_run")  # version created, run still RUNNING
+    fault_point("register.after_version")
     record_artifact_digests(model_name, version)  # before any alias points at it
     client.set_registered_model_alias(model_name, CHALLENGER, version)
-    aliases = [CHALLENGER]
-    if get_alias_version(model_name, CHAMPION) is None:
-        client.set_registered_model_alias(model_name, CHAMPION, version)
-        aliases.append(CHAMPION)
     return RegisteredVersion(
         model_name=model_name,
         version=version,
         run_id=run.info.run_id,
-        aliases=tuple(aliases),
+        aliases=(CHALLENGER,),
         model_uri=version_uri(model_name, version),
     )
+
+
+def close_abandoned_runs(experiment_name: str) -> list[str]:
+    """Mark KILLED the runs of `experiment_name` still RUNNING whose registering process, on this host,
+    is gone (a kill -9 inside `log_model` leaves its run RUNNING). Returns their ids."""
+    configure_tracking()
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return []
+    host, closed = socket.gethostname(), []
+    for run in client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
+        tags = run.data.tags
+        if tags.get(OWNER_HOST_TAG) != host or not tags.get(OWNER_PID_TAG, "").isdigit():
+            continue
+        if _process_alive(int(tags[OWNER_PID_TAG])):
+            continue
+        client.set_tag(run.info.run_id, "ebmops.abandoned", "its process ended before the run finished")
+        client.set_terminated(run.info.run_id, status="KILLED")
+        closed.append(run.info.run_id)
+    return closed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
 
 
 def _log_candidate_run(experiment_id: str, candidate: dict) -> None:
@@ -209,6 +246,14 @@ def get_alias_version(model_name: str, alias: str) -> str | None:
 def set_alias(model_name: str, alias: str, version: str) -> None:
     """Point `alias` at `version` (moving it when it points elsewhere)."""
     MlflowClient().set_registered_model_alias(model_name, alias, str(version))
+
+
+def restore_alias(model_name: str, alias: str, version: str | None) -> None:
+    """Put `alias` back where it was: on `version`, or removed when it did not exist (None)."""
+    if version is None:
+        MlflowClient().delete_registered_model_alias(model_name, alias)
+    else:
+        set_alias(model_name, alias, version)
 
 
 def resolve_model_uri(model_uri: str) -> tuple[str, str]:
@@ -318,12 +363,38 @@ def verified_model_copy(model_name: str, version: str, dst: Path) -> Path:
             f"{model_name} version {version} has no recorded artifact digests (registered before ebmops recorded "
             "them, or the tag was removed): it cannot be verified and is not loaded; register it again"
         )
-    local = _download_version(model_name, version, dst)
-    expected, found = json.loads(recorded), artifact_manifest(local)
+    try:
+        expected = json.loads(recorded)
+    except ValueError:
+        expected = None
+    if not (
+        isinstance(expected, dict) and expected
+        and all(isinstance(k, str) and isinstance(v, str) and len(v) == 64 for k, v in expected.items())
+    ):
+        raise IntegrityError(
+            f"{model_name} version {version}: its recorded artifact digests ({ARTIFACT_DIGESTS_TAG}) are not a "
+            "manifest of sha256 digests (the tag was edited): it cannot be verified and is not loaded"
+        )
+    try:
+        local = _download_version(model_name, version, dst)
+    except MlflowException as error:
+        # MLflow refuses a stored file that resolves outside the artifact folder (a planted symlink)
+        text = str(error)
+        if "outside the artifact directory" not in text:
+            raise
+        import re
+
+        files = sorted(set(re.findall(r"##### File (.+?) #####", text))) or ["(unnamed)"]
+        raise IntegrityError(
+            f"{model_name} version {version}: stored files differ from the ones registered (resolve outside the "
+            f"artifact folder: {', '.join(files[:5])}); it is not loaded"
+        ) from None
+    found = artifact_manifest(local)
     changed = sorted(p for p in expected.keys() & found.keys() if expected[p] != found[p])
     added, removed = sorted(found.keys() - expected.keys()), sorted(expected.keys() - found.keys())
     if changed or added or removed:
-        parts = [f"{what}: {', '.join(paths[:5])}" for what, paths in
+        parts = [f"{what}: {', '.join(paths[:5])}" + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+                 for what, paths in
                  (("changed", changed), ("added", added), ("removed", removed)) if paths]
         raise IntegrityError(
             f"{model_name} version {version}: stored files differ from the ones registered ({'; '.join(parts)}); "
@@ -385,3 +456,9 @@ def finish_run(run_id: str, status: str = "FINISHED") -> None:
 def write_json(path: Path, payload: dict) -> Path:
     path.write_text(json.dumps(payload, indent=2, sort_keys=True))
     return path
+
+
+def metric_steps(run_id: str, key: str) -> list[int]:
+    """The steps at which metric `key` was logged in run `run_id`, one per logged point (a step
+    logged twice appears twice); empty when the metric was never logged."""
+    return [int(m.step) for m in MlflowClient().get_metric_history(run_id, key)]

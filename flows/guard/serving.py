@@ -1,18 +1,34 @@
-"""Serve the champion over HTTP with MLflow's scoring server (`/ping`, `/invocations`).
+"""Serve the champion over HTTP with MLflow's scoring server (`/ping`, `/health`, `/invocations`).
 
-`mlflow models serve -m models:/ebm-guard@champion -p PORT --env-manager local`, with
-MLFLOW_TRACKING_URI set to the embedded sqlite registry unless the caller set it. The pyfunc answers
+`ebmops serve` runs uvicorn on `create_app` below: MLflow's own scoring app
+(`mlflow.pyfunc.scoring_server.init`, what `mlflow models serve` runs) for the verified copy of the
+model, behind `RequestGuard`, an ASGI middleware that refuses malformed requests before MLflow parses
+them. MLFLOW_TRACKING_URI is the embedded sqlite registry unless the caller set it. The pyfunc answers
 energy, p_value and is_ood per row; bad rows get a 4xx naming the problem (flows/guard/input_checks.py).
-`EBMOPS_MAX_ROWS` caps the rows of one request (default 10000).
 
-What MLflow's server does before the model sees a request (mlflow 3.17): it drops columns the
-signature does not name (logging a warning) and converts values to the signature's double type, so
-JSON booleans become 1.0/0.0 and numeric strings such as "1.5" become numbers; anything it cannot
-convert is a 400 naming the column.
+Limits (environment of the server):
+- `EBMOPS_MAX_ROWS`: rows of one request (default 10000).
+- `EBMOPS_MAX_BODY_BYTES`: bytes of one request body (default 20 MB); bigger gets 413 (the body is
+  read and dropped up to 3x the cap so the client sees the 413; beyond that it is refused from its
+  Content-Length alone).
+- `EBMOPS_BODY_TIMEOUT_S`: seconds to receive a body (default 30); slower gets 408.
+- JSON nested deeper than 20 levels gets 400 (a guard's request is 4 deep).
+
+What the middleware refuses, each with a 4xx and a message of at most 2000 characters that quotes
+names cut to 60 characters: no Content-Type or one MLflow does not parse (415); invalid JSON; more or
+other top-level keys than one input format (+ empty `params`); columns the signature does not name
+(MLflow would drop them silently); a column given twice; a `dataframe_split` row whose length differs
+from `columns`, or an `index` whose length differs from `data` (pandas would broadcast one row to
+three). Error answers from MLflow lose the dump of the request frame it puts before the reason, and
+their stack trace. What MLflow still does: values convert to the signature's double type, so JSON
+booleans become 1.0/0.0 and numeric strings such as "1.5" become numbers; anything it cannot convert is
+a 400 naming the column.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import socket
@@ -24,31 +40,49 @@ import urllib.request
 from pathlib import Path
 
 from flows import settings
+from flows.guard.input_checks import (
+    RefusedRequest,
+    bound_message,
+    check_content_type,
+    check_request_body,
+    max_body_bytes,
+)
 from flows.guard.names import DEFAULT_CHAMPION_URI
 
 DEFAULT_MODEL_URI = DEFAULT_CHAMPION_URI
+# The model folder the server process loads (set by serve_env; read by create_app).
+MODEL_PATH_ENV = "EBMOPS_SERVE_MODEL_PATH"
+DEFAULT_BODY_TIMEOUT_S = 30.0
+# An oversized body is read and dropped up to this many times EBMOPS_MAX_BODY_BYTES before the 413.
+DRAIN_FACTOR = 3
+APP_FACTORY = "flows.guard.serving:create_app"
 
 
-def serve_args(
-    model_uri: str = DEFAULT_MODEL_URI, host: str = "127.0.0.1", port: int = 5000, workers: int = 1, timeout_s: int = 60
-) -> list[str]:
-    mlflow_exe = Path(sys.executable).with_name("mlflow")
-    exe = [str(mlflow_exe)] if mlflow_exe.exists() else [sys.executable, "-m", "mlflow"]
+def serve_args(host: str = "127.0.0.1", port: int = 5000, workers: int = 1) -> list[str]:
+    """uvicorn on `create_app`, as `mlflow models serve --env-manager local` runs uvicorn on MLflow's app."""
     return [
-        *exe, "models", "serve", "-m", model_uri, "-h", host, "-p", str(port),
-        "--workers", str(workers), "--timeout", str(timeout_s), "--env-manager", "local",
+        sys.executable, "-m", "uvicorn", "--factory", APP_FACTORY,
+        "--host", host, "--port", str(port), "--workers", str(workers), "--no-server-header",
     ]
 
 
-def serve_env(max_rows: int | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The server's environment: the tracking URI (embedded sqlite unless set), this interpreter's
-    bin folder first on PATH (MLflow starts `uvicorn` by name), one torch thread per worker."""
+def serve_env(
+    max_rows: int | None = None, base: dict[str, str] | None = None, model_path: str | None = None,
+    timeout_s: int = 60,
+) -> dict[str, str]:
+    """The server's environment: the model folder to load, the tracking URI (embedded sqlite unless
+    set), MLflow's per-request timeout, one torch thread per worker, no pickle."""
+    from mlflow.environment_variables import MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
+
     env = dict(os.environ if base is None else base)
     env.setdefault("MLFLOW_TRACKING_URI", settings.tracking_uri())
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("EBMOPS_TORCH_THREADS", "1")
     env.setdefault("OMP_NUM_THREADS", "1")
     env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"  # ebmops stores no pickle: never load one
+    env.setdefault(MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.name, str(int(timeout_s)))
+    if model_path is not None:
+        env[MODEL_PATH_ENV] = str(model_path)
     if max_rows is not None:
         env["EBMOPS_MAX_ROWS"] = str(int(max_rows))
     return env
@@ -75,8 +109,8 @@ def start_server(
     holder, local = verified_copy_of(model_uri)
     out = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL
     proc = subprocess.Popen(
-        serve_args(local, host, port, workers),
-        env=serve_env(max_rows, env),
+        serve_args(host, port, workers),
+        env=serve_env(max_rows, env, model_path=local),
         stdout=out,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -135,7 +169,7 @@ def serve_forever(
 ) -> int:
     """Run the server in the foreground until it exits or is interrupted; returns its exit status."""
     holder, local = verified_copy_of(model_uri)  # noqa: F841 - kept alive while the server runs
-    proc = subprocess.Popen(serve_args(local, host, port, workers), env=serve_env(max_rows))
+    proc = subprocess.Popen(serve_args(host, port, workers), env=serve_env(max_rows, model_path=local))
     # A service manager stops us with SIGTERM: pass it on, or the server would outlive us on its port.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signal.SIGTERM))
     try:
@@ -149,3 +183,179 @@ def serve_forever(
             return proc.wait()
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+# --- the server process: MLflow's scoring app behind RequestGuard --------------------------------
+
+
+def create_app():
+    """The ASGI app uvicorn serves (`uvicorn --factory flows.guard.serving:create_app`): MLflow's
+    scoring app for the model folder in $EBMOPS_SERVE_MODEL_PATH (the verified copy), behind
+    RequestGuard. `/ping`, `/health`, `/version` and the `/invocations` formats are MLflow's."""
+    from mlflow.pyfunc import scoring_server
+
+    model = scoring_server.load_model_with_mlflow_config(os.environ[MODEL_PATH_ENV])
+    schema = model.metadata.get_input_schema()
+    names = schema.input_names() if schema is not None and schema.has_input_names() else None
+    return RequestGuard(scoring_server.init(model), input_names=[str(n) for n in names] if names else None)
+
+
+def body_timeout_s() -> float:
+    value = os.environ.get("EBMOPS_BODY_TIMEOUT_S", "")
+    try:
+        return float(value) if value.strip() else DEFAULT_BODY_TIMEOUT_S
+    except ValueError:
+        return DEFAULT_BODY_TIMEOUT_S
+
+
+class RequestGuard:
+    """ASGI middleware in front of MLflow's scoring app. For `POST /invocations` it checks the
+    Content-Type, reads the body up to max_body_bytes() within body_timeout_s(), runs
+    `check_request_body` (JSON depth and validity, input format, columns, rows, index), and only then
+    hands the body to MLflow; error answers coming back are made bounded JSON without the request dump.
+    Every other path goes to MLflow untouched."""
+
+    def __init__(self, app, input_names: list[str] | None = None):
+        self.app = app
+        self.input_names = input_names
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != "/invocations" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        headers = {key.lower(): value for key, value in scope.get("headers", [])}
+        try:
+            raw_type = headers.get(b"content-type")
+            media_type = check_content_type(None if raw_type is None else raw_type.decode("latin-1"))
+            body = await self._read_body(headers, receive)
+            if body is None:
+                return  # the client went away
+            await asyncio.to_thread(check_request_body, body, media_type, self.input_names)
+        except RefusedRequest as refusal:
+            await send_error(send, refusal.status, str(refusal), close=refusal.status in (408, 413))
+            return
+
+        delivered = False
+
+        async def replay():
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        # MLflow compares the media type as written: hand it the normalised one (a charset can only be utf-8).
+        headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-type"]
+        scope = {**scope, "headers": [*headers, (b"content-type", media_type.encode())]}
+        await self.app(scope, replay, BoundedErrors(send))
+
+    async def _read_body(self, headers: dict, receive) -> bytes | None:
+        """The whole body, None when the client went away, or RefusedRequest 413 / 408. An oversized
+        body is still read and dropped up to DRAIN_FACTOR times the limit before the 413 goes out
+        (as a web server's lingering close does): closing on unread bytes resets the connection, and
+        the client would see the reset instead of the 413."""
+        limit = max_body_bytes()
+        too_large = RefusedRequest(
+            f"request body larger than {limit} bytes (EBMOPS_MAX_BODY_BYTES); send smaller batches", 413
+        )
+        declared = headers.get(b"content-length")
+        oversized = declared is not None and declared.strip().isdigit() and int(declared) > limit
+        if oversized and int(declared) > DRAIN_FACTOR * limit:
+            raise too_large
+        timeout = body_timeout_s()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        chunks, size = [], 0
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.001))
+            except (asyncio.TimeoutError, TimeoutError):
+                if oversized:
+                    raise too_large from None
+                raise RefusedRequest(
+                    f"the request body did not arrive within {timeout:g} s (EBMOPS_BODY_TIMEOUT_S)", 408
+                ) from None
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            oversized = oversized or size > limit
+            if oversized:
+                chunks = []
+                if size > DRAIN_FACTOR * limit or not message.get("more_body", False):
+                    raise too_large
+                continue
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+async def send_error(send, status: int, message: str, close: bool = False) -> None:
+    error_code = {408: "REQUEST_TIMEOUT", 413: "REQUEST_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}.get(
+        status, "BAD_REQUEST"
+    )
+    body = json.dumps({"error_code": error_code, "message": bound_message(message)}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class BoundedErrors:
+    """The `send` MLflow's app answers through: successes pass; an error answer is rewritten as JSON
+    {"error_code", "message"} whose message has no request dump and at most MAX_MESSAGE_CHARS."""
+
+    def __init__(self, send):
+        self.send = send
+        self.start = None  # the held http.response.start of an error answer
+        self.chunks: list[bytes] = []
+
+    async def __call__(self, message):
+        if message["type"] == "http.response.start" and message["status"] >= 400:
+            self.start = message
+            return
+        if self.start is None or message["type"] != "http.response.body":
+            await self.send(message)
+            return
+        self.chunks.append(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        body = rewrite_error(self.start["status"], b"".join(self.chunks))
+        headers = [
+            (key, value) for key, value in self.start.get("headers", [])
+            if key.lower() not in (b"content-length", b"content-type")
+        ]
+        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await self.send({**self.start, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def rewrite_error(status: int, body: bytes) -> bytes:
+    """MLflow's error answer -> {"error_code", "message"}: no stack trace, no dump of the request
+    frame before the reason, the message bounded."""
+    try:
+        doc = json.loads(body)
+        if not isinstance(doc, dict) or "message" not in doc:
+            raise ValueError("not an MLflow error")
+    except ValueError:
+        code = "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR"
+        doc = {"error_code": code, "message": body.decode("utf-8", errors="replace")}
+    doc.pop("stack_trace", None)
+    doc["message"] = bound_message(strip_request_dump(str(doc["message"])))
+    return json.dumps(doc).encode()
+
+
+def strip_request_dump(message: str) -> str:
+    """Drop what MLflow prints of the request before the reason: "Failed to predict data '<frame>'.
+    \\nError: <reason>" and "Failed to enforce schema of data '<frame>' with schema '<schema>'. Error:"."""
+    predict_prefix, predict_sep = "Failed to predict data '", "'. \nError: "
+    if message.startswith(predict_prefix) and predict_sep in message:
+        message = message[message.index(predict_sep) + len(predict_sep):]
+    schema_prefix, schema_mid, schema_sep = "Failed to enforce schema of data '", "' with schema '", "'. Error: "
+    if message.startswith(schema_prefix) and schema_mid in message:
+        at = message.index(schema_mid)
+        cut = message.find(schema_sep, at)
+        if cut != -1:
+            message = f"the input does not match the model signature: {message[cut + len(schema_sep):]}"
+    return message

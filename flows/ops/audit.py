@@ -7,6 +7,14 @@ caller holds the exclusive registry lock: two processes can neither interleave l
 on the same champion. The lock (`fcntl.flock` on `$EBMOPS_HOME/audit/registry.lock`) serialises
 processes that share this `$EBMOPS_HOME`; a team sharing one MLflow server from several machines must
 also share the home (or run promotions from one scheduler), since flock is local to a machine.
+
+A decision that moves the `champion` alias is written twice: an INTENT line (phase "intent": what is
+about to change) before the alias moves, and an OUTCOME line with the same audit id after (phase
+"done", or "undone" when the move was taken back). A crash between the two leaves an intent without
+its outcome; the next promotion, rollback or registration settles it under the lock
+(`settle_open_intents`): "done" when the alias shows the move happened, "undone" otherwise. Decisions
+that move nothing (refusals, no-ops) are one line, phase "done". Lines without a phase (written
+before phases existed) count as done.
 """
 
 from __future__ import annotations
@@ -26,7 +34,9 @@ from flows import settings
 
 AUDIT_LOG_NAME = "promotions.jsonl"
 LOCK_NAME = "registry.lock"
-AUDIT_SCHEMA_VERSION = 1
+AUDIT_SCHEMA_VERSION = 2
+
+INTENT, DONE, UNDONE = "intent", "done", "undone"
 
 
 class RegistryLockTimeout(TimeoutError):
@@ -153,16 +163,63 @@ def read_entries(path: Path | None = None, model_name: str | None = None) -> lis
     return entries
 
 
+def phase_of(entry: dict[str, Any]) -> str:
+    return entry.get("phase", DONE)
+
+
+def outcomes(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The settled decisions (one per audit id: the outcome line), oldest first; intents are left out."""
+    return [entry for entry in entries if phase_of(entry) != INTENT]
+
+
+def open_intents(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Intent lines that no outcome line (same audit id) follows: a crash between the two."""
+    settled = {entry["audit_id"] for entry in entries if phase_of(entry) != INTENT}
+    return [entry for entry in entries if phase_of(entry) == INTENT and entry["audit_id"] not in settled]
+
+
+def outcome_entry(intent: dict[str, Any], phase: str, note: str = "", **changes: Any) -> dict[str, Any]:
+    """The outcome line of an intent: the same entry, its phase, when it was settled and why."""
+    entry = {k: v for k, v in intent.items() if k != "schema_version"}
+    entry.update(changes)
+    entry.update({"phase": phase, "settled_at": utc_now()})
+    if note:
+        entry["settle_note"] = note
+    return entry
+
+
+def settle_open_intents(model_name: str, champion_now: str | None, path: Path | None = None) -> list[dict[str, Any]]:
+    """Write the outcome of every open intent of `model_name`, judged by where the champion alias is
+    now: at the intended version -> "done"; anywhere else -> "undone" (the decision did not take
+    effect). Call with the registry lock held, before deciding anything new. Returns the lines written."""
+    written = []
+    for intent in open_intents(read_entries(path, model_name=model_name)):
+        if champion_now is not None and champion_now == intent.get("champion_after"):
+            entry = outcome_entry(intent, DONE, note="settled after an interruption: the alias had moved")
+        else:
+            entry = outcome_entry(
+                intent,
+                UNDONE,
+                note=f"settled after an interruption: the alias had not moved (champion is {champion_now})",
+                decision="interrupted",
+                champion_after=intent.get("champion_before"),
+                message=f"interrupted before the alias moved; version {intent.get('champion_before')} stayed champion",
+            )
+        append_entry(entry, path)
+        written.append(entry)
+    return written
+
+
 def champion_stack(entries: list[dict[str, Any]]) -> list[str]:
     """The champions in force, oldest first, after replaying promotions and rollbacks: a promotion
     pushes the new champion; a rollback pops the one it removed. The last item is the current
     champion (as far as the log knows); the one before it is what a rollback restores."""
     stack: list[str] = []
-    for entry in entries:
+    for entry in outcomes(entries):
         before, after = entry.get("champion_before"), entry.get("champion_after")
         if before == after or after is None:
             continue
-        if entry.get("action") == "promote":
+        if entry.get("action") in ("promote", "bootstrap"):
             if not stack and before is not None:
                 stack.append(before)
             stack.append(after)

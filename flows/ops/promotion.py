@@ -17,6 +17,12 @@ Every decision (promoted, refused, no-op) and every rollback leaves:
 Reading the aliases, deciding, moving the alias and appending the entry happen under one exclusive
 file lock, so two promotions started together serialise: one promotes, the other then sees the new
 champion (and records a no-op), and both entries are kept.
+
+A decision that moves the alias is recorded as an intent before the move and an outcome after it
+(flows/ops/audit.py); when the outcome cannot be written the move is taken back, and an intent a crash
+left open is settled by the next decision. A first version becomes champion (`bootstrap_champion`,
+called by the training pipeline) only when it passes the gates that judge a guard on its own (realised
+FPR, flag-rate floors, data checks): a guard that flags nothing is registered but never champion.
 """
 
 from __future__ import annotations
@@ -35,7 +41,9 @@ from flows import settings
 from flows.guard import registry
 from flows.guard.guard import Guard
 from flows.guard.names import DEFAULT_MODEL_NAME
+from flows.faults import fault_point
 from flows.ops import audit
+from flows.pipeline import run_markers
 
 DEFAULT_GATES_PATH = Path(__file__).resolve().parents[1] / "pipeline" / "configs" / "gates.yaml"
 IN_DISTRIBUTION_SPLIT = "in_test"
@@ -43,6 +51,8 @@ TAG_PREFIX = "ebmops.promotion"
 ROLLED_BACK_TAG = "ebmops.rolled_back"
 
 PROMOTED, REFUSED, NOOP, ROLLED_BACK = "promoted", "refused", "noop", "rolled_back"
+# Promotion data comes only from runs that registered their model, never from one that failed or was killed.
+RUN_COMPLETE_MARKER = run_markers.RUN_COMPLETE_MARKER
 
 
 class PromotionError(RuntimeError):
@@ -77,16 +87,21 @@ class PromotionResult:
 
 def resolve_eval_data(data_dir: str | Path | None = None) -> Path:
     """A folder holding in_test.parquet and ood_*.parquet: `data_dir` itself or its `data/` subfolder
-    (a pipeline run folder), or by default the data of the latest pipeline run."""
+    (a pipeline run folder), or by default the data of the latest pipeline run that completed (a run
+    that failed or was killed has no `run_complete.json` and is never used)."""
     if data_dir is None:
         runs = settings.runs_dir()
         candidates = sorted(
-            (p.parent for p in runs.glob(f"*/data/{IN_DISTRIBUTION_SPLIT}.parquet")),
-            key=lambda p: p.stat().st_mtime,
+            (
+                p.parent
+                for p in runs.glob(f"*/data/{IN_DISTRIBUTION_SPLIT}.parquet")
+                if (p.parent.parent / RUN_COMPLETE_MARKER).exists()
+            ),
+            key=lambda p: (p.parent / RUN_COMPLETE_MARKER).stat().st_mtime,
         )
         if not candidates:
             raise PromotionError(
-                f"no evaluation data: no pipeline run under {runs} has data/{IN_DISTRIBUTION_SPLIT}.parquet; "
+                f"no evaluation data: no completed pipeline run under {runs} has data/{IN_DISTRIBUTION_SPLIT}.parquet; "
                 "pass --data-dir (a folder with in_test.parquet and ood_*.parquet)"
             )
         return candidates[-1]
@@ -169,9 +184,9 @@ def promote(
     allow_rolled_back: bool = False,
     lock_timeout_s: float = 600.0,
 ) -> PromotionResult:
-    """Compare challenger with champion on the same current data; move `champion` when every gate passes."""
-    from evaluation.compare import Gates, compare_reports
-    from evaluation.render.tables import gate_table
+    """Compare challenger with champion on the same current data; move `champion` when every gate
+    passes. With no champion yet, the challenger must pass the gates that judge it on its own."""
+    from evaluation.compare import Gates, candidate_verdicts, compare_reports
     from evaluation.report import EvalReport
 
     settings.configure_torch_threads()
@@ -182,6 +197,7 @@ def promote(
     who = audit.current_actor(actor)
 
     with audit.registry_lock(lock_timeout_s):
+        audit.settle_open_intents(model_name, registry.get_alias_version(model_name, registry.CHAMPION))
         audit_id = audit.new_audit_id()
         work = audit.audit_dir() / "records" / audit_id
         work.mkdir(parents=True, exist_ok=True)
@@ -227,8 +243,9 @@ def promote(
                 entry["reports"][role] = {"version": version, "sha256": file_fingerprint(path)}
             entry["data_fingerprints"] = EvalReport.read_json(report_paths["challenger"]).dataset_fingerprints
             if champion is None:
-                decision, after = PROMOTED, challenger
-                message = f"no champion yet: version {challenger} becomes champion without comparison"
+                verdicts = candidate_verdicts(EvalReport.read_json(report_paths["challenger"]), gates)
+                entry["gate_table"] = _verdict_rows(verdicts)
+                decision, after, message = _first_champion_decision(challenger, verdicts)
             else:
                 comparison = compare_reports(
                     EvalReport.read_json(report_paths["champion"]),
@@ -237,9 +254,7 @@ def promote(
                 )
                 comparison_path = comparison.write_json(work / "comparison.json")
                 entry["comparison_sha256"] = file_fingerprint(comparison_path)
-                entry["gate_table"] = [
-                    {k: row[k] for k in ("gate", "split", "result", "message")} for row in gate_table(comparison)
-                ]
+                entry["gate_table"] = _verdict_rows(comparison.verdicts)
                 if comparison.passed:
                     decision, after = PROMOTED, challenger
                     message = f"every gate passed: version {challenger} replaces version {champion} as champion"
@@ -248,16 +263,8 @@ def promote(
                     decision, after = REFUSED, champion
                     message = f"gate(s) {', '.join(failed)} failed: version {champion} stays champion"
 
-        if decision == PROMOTED:
-            registry.set_alias(model_name, registry.CHAMPION, after)
         entry.update({"decision": decision, "champion_after": after, "message": message})
-        # The log line is written before the MLflow bookkeeping: if that fails, the decision
-        # (and any alias move) is still on record.
-        audit.append_entry(entry)
-        run_id = _log_audit_run(model_name, entry, work)
-        entry["mlflow_run_id"] = run_id
-        _tag_versions(model_name, entry, {"champion": champion, "challenger": challenger})
-        write_json_atomic(work / "entry.json", entry, indent=2, sort_keys=True)
+        run_id = _record_decision(model_name, entry, work, {"champion": champion, "challenger": challenger})
 
     print(f"[{decision}] {message}")
     return PromotionResult(
@@ -274,6 +281,81 @@ def promote(
         mlflow_run_id=run_id,
         entry=entry,
     )
+
+
+def bootstrap_champion(
+    model_name: str,
+    version: str,
+    report_path: Path,
+    gates_path: Path | None = None,
+    actor: str | None = None,
+    lock_timeout_s: float = 600.0,
+) -> PromotionResult | None:
+    """Make a newly registered `version` the first champion, when the model has none, it passes the
+    gates that judge a guard on its own (its report from the pipeline: realised FPR, flag-rate floors,
+    data checks), and under the same lock and audit trail as a promotion. None when a champion exists."""
+    from evaluation.compare import Gates, candidate_verdicts
+    from evaluation.report import EvalReport
+
+    gates_file = Path(gates_path) if gates_path else DEFAULT_GATES_PATH
+    gates = Gates.from_yaml(gates_file)
+    with audit.registry_lock(lock_timeout_s):
+        champion = registry.get_alias_version(model_name, registry.CHAMPION)
+        audit.settle_open_intents(model_name, champion)
+        if champion is not None:
+            return None
+        audit_id = audit.new_audit_id()
+        work = audit.audit_dir() / "records" / audit_id
+        work.mkdir(parents=True, exist_ok=True)
+        verdicts = candidate_verdicts(EvalReport.read_json(report_path), gates)
+        decision, after, message = _first_champion_decision(str(version), verdicts)
+        entry: dict[str, Any] = {
+            "audit_id": audit_id,
+            "time": audit.utc_now(),
+            "action": "bootstrap",
+            "model_name": model_name,
+            "champion_before": None,
+            "challenger": str(version),
+            "actor": audit.current_actor(actor),
+            "reason": "first registered version of the model",
+            "gates_file": str(gates_file),
+            "gates": gates.to_dict(),
+            "gate_table": _verdict_rows(verdicts),
+            "reports": {"challenger": {"version": str(version), "sha256": file_fingerprint(report_path)}},
+            "comparison_sha256": None,
+            "decision": decision,
+            "champion_after": after,
+            "message": message,
+        }
+        run_id = _record_decision(model_name, entry, work, {"challenger": str(version)})
+    return PromotionResult(
+        audit_id=audit_id,
+        action="bootstrap",
+        decision=decision,
+        model_name=model_name,
+        champion_before=None,
+        champion_after=after,
+        challenger=str(version),
+        message=message,
+        comparison_json=None,
+        report_paths={"challenger": str(report_path)},
+        mlflow_run_id=run_id,
+        entry=entry,
+    )
+
+
+def _first_champion_decision(challenger: str, verdicts: list) -> tuple[str, str | None, str]:
+    failed = sorted({v.gate for v in verdicts if not v.passed})
+    if failed:
+        reasons = "; ".join(v.message for v in verdicts if not v.passed)
+        return REFUSED, None, f"no champion yet, and version {challenger} fails gate(s) {', '.join(failed)} on its own: {reasons}"
+    return PROMOTED, challenger, f"no champion yet: version {challenger} passes the gates on its own and becomes champion"
+
+
+def _verdict_rows(verdicts: list) -> list[dict[str, Any]]:
+    from evaluation.render.tables import verdict_rows
+
+    return [{k: row[k] for k in ("gate", "split", "result", "message")} for row in verdict_rows(verdicts)]
 
 
 # --- rollback --------------------------------------------------------------------------------------
@@ -293,6 +375,7 @@ def rollback(
     who = audit.current_actor(actor)
     with audit.registry_lock(lock_timeout_s):
         current = registry.get_alias_version(model_name, registry.CHAMPION)
+        audit.settle_open_intents(model_name, current)
         if current is None:
             raise PromotionError(f"model {model_name!r} has no champion to roll back")
         if to_version is not None:
@@ -329,13 +412,7 @@ def rollback(
             "comparison_sha256": None,
             "message": message,
         }
-        registry.set_alias(model_name, registry.CHAMPION, target)
-        audit.append_entry(entry)  # on record before any MLflow bookkeeping that could fail
-        registry.tag_version(model_name, current, {ROLLED_BACK_TAG: f"{entry['time']} by {who} ({audit_id})"})
-        run_id = _log_audit_run(model_name, entry, work)
-        entry["mlflow_run_id"] = run_id
-        _tag_versions(model_name, entry, {"rolled_back": current, "restored": target})
-        write_json_atomic(work / "entry.json", entry, indent=2, sort_keys=True)
+        run_id = _record_decision(model_name, entry, work, {"rolled_back": current, "restored": target})
     print(f"[{ROLLED_BACK}] {message}")
     return PromotionResult(
         audit_id=audit_id,
@@ -353,19 +430,60 @@ def rollback(
     )
 
 
+def _record_decision(model_name: str, entry: dict[str, Any], work: Path, roles: dict[str, str | None]) -> str:
+    """Carry out and record one decision (registry lock held). A move of the champion alias is
+    written as an intent first and its outcome after; if the outcome cannot be written the alias is put
+    back and the error raised, so the log never misses a move that stands. Then the MLflow run, version
+    tags and the entry's JSON, which can fail without losing the decision."""
+    before, after = entry["champion_before"], entry["champion_after"]
+    if before != after:
+        intent = {**entry, "phase": audit.INTENT}
+        audit.append_entry(intent)  # unwritable log: raises here, before anything moved
+        fault_point(f"{entry['action']}.after_intent")
+        registry.set_alias(model_name, registry.CHAMPION, after)
+        fault_point(f"{entry['action']}.after_alias")
+        try:
+            audit.append_entry(audit.outcome_entry(intent, audit.DONE))
+        except Exception as error:
+            registry.restore_alias(model_name, registry.CHAMPION, before)
+            raise PromotionError(
+                f"the audit log {audit.audit_log_path()} could not record the move of {registry.CHAMPION!r} to "
+                f"version {after} ({error}); the alias was put back on version {before}"
+            ) from error
+    else:
+        audit.append_entry({**entry, "phase": audit.DONE})
+    fault_point(f"{entry['action']}.after_audit")
+    entry["phase"] = audit.DONE
+    if entry["action"] == "rollback":
+        registry.tag_version(
+            model_name, before, {ROLLED_BACK_TAG: f"{entry['time']} by {entry['actor']} ({entry['audit_id']})"}
+        )
+    run_id = _log_audit_run(model_name, entry, work)
+    entry["mlflow_run_id"] = run_id
+    _tag_versions(model_name, entry, roles)
+    write_json_atomic(work / "entry.json", entry, indent=2, sort_keys=True)
+    return run_id
+
+
 # --- history ---------------------------------------------------------------------------------------
 
 
 def champion_history(model_name: str = DEFAULT_MODEL_NAME) -> list[dict[str, Any]]:
-    """One row per audited decision, oldest first (time, action, decision, champion before/after...)."""
+    """One row per audited decision, oldest first (time, action, decision, champion before/after...).
+    A decision a crash interrupted (an intent without its outcome) shows as "unsettled" until the next
+    promotion, rollback or registration settles it."""
+    entries = audit.read_entries(model_name=model_name)
+    unsettled = {entry["audit_id"] for entry in audit.open_intents(entries)}
     rows = []
-    for entry in audit.read_entries(model_name=model_name):
+    for entry in entries:
+        if audit.phase_of(entry) == audit.INTENT and entry["audit_id"] not in unsettled:
+            continue
         failed = sorted({row["gate"] for row in entry.get("gate_table", []) if row.get("result") == "FAIL"})
         rows.append(
             {
                 "time": entry["time"],
                 "action": entry["action"],
-                "decision": entry["decision"],
+                "decision": "unsettled" if entry["audit_id"] in unsettled else entry["decision"],
                 "champion_before": entry.get("champion_before"),
                 "champion_after": entry.get("champion_after"),
                 "challenger": entry.get("challenger"),
@@ -383,11 +501,10 @@ def champion_history(model_name: str = DEFAULT_MODEL_NAME) -> list[dict[str, Any
 
 def _log_audit_run(model_name: str, entry: dict[str, Any], work: Path) -> str:
     """An MLflow run in `<model>-promotions` with the entry, both reports and the comparison."""
-    name = (
-        f"rollback v{entry['champion_before']} -> v{entry['champion_after']}"
-        if entry["action"] == "rollback"
-        else f"promote v{entry.get('challenger')} over v{entry.get('champion_before')}: {entry['decision']}"
-    )
+    name = {
+        "rollback": f"rollback v{entry['champion_before']} -> v{entry['champion_after']}",
+        "bootstrap": f"first champion v{entry.get('challenger')}: {entry['decision']}",
+    }.get(entry["action"], f"promote v{entry.get('challenger')} over v{entry.get('champion_before')}: {entry['decision']}")
     run_id = registry.create_run(
         f"{model_name}-promotions",
         run_name=name,

@@ -381,7 +381,8 @@ def register_model(
     text_check_path: Path | None = None,
 ) -> registry.RegisteredVersion:
     """Log the run (config, metrics, report, checks, the selection record and one nested run per
-    candidate) and register the detector as a new version aliased `challenger`."""
+    candidate) and register the detector as a new version aliased `challenger`. A model's first
+    version becomes `champion` only through the audited gates of `promotion.bootstrap_champion`."""
     if config.featurizer is not None:
         write_featurizer(detector_dir, config.featurizer)
     artifacts = {
@@ -398,7 +399,7 @@ def register_model(
         tags.update({"ebmops.selection.winner": outcome.winner[:5000], "ebmops.selection.scheme": outcome.scheme})
     if text_check_path is not None:
         artifacts["text_checks"] = Path(text_check_path)
-    return registry.log_and_register(
+    registered = registry.log_and_register(
         experiment_name=config.experiment_name,
         model_name=config.model_name,
         params=config.to_params(),
@@ -411,6 +412,20 @@ def register_model(
         step_metrics=evaluation_outputs.step_metrics,
         candidate_runs=candidate_runs,
     )
+    return bootstrap_champion_if_none(registered, evaluation_outputs.report_json)
+
+
+def bootstrap_champion_if_none(registered: registry.RegisteredVersion, report_json: Path) -> registry.RegisteredVersion:
+    """The registered version, with `champion` among its aliases when it became the first champion."""
+    from dataclasses import replace
+
+    from flows.ops.promotion import PROMOTED, bootstrap_champion
+
+    decision = bootstrap_champion(registered.model_name, registered.version, report_json)
+    if decision is None:
+        return registered
+    aliases = (*registered.aliases, registry.CHAMPION) if decision.decision == PROMOTED else registered.aliases
+    return replace(registered, aliases=aliases, note=decision.message)
 
 
 def write_featurizer(detector_dir: Path, featurizer: str) -> Path:

@@ -4,6 +4,8 @@ flows.data, flows.pipeline.steps or flows.pipeline.selection."""
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import uuid
 from dataclasses import dataclass, replace
@@ -13,12 +15,14 @@ from pathlib import Path
 from prefect import flow, task, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from evaluation.files import write_json_atomic
 from flows import settings
 from flows.data import text_splits
 from flows.data.sources import TEXT_SOURCES, DataSource, VectorDirSource
 from flows.guard import registry
 from flows.pipeline import selection, steps
 from flows.pipeline.config import PipelineConfig
+from flows.pipeline.run_markers import RUN_COMPLETE_MARKER, RUN_FAILED_MARKER, RUN_STARTED_MARKER
 
 split_text_task = task(name="load text")(text_splits.write_text_splits)
 check_text_task = task(name="text checks")(text_splits.check_text_splits)
@@ -65,6 +69,19 @@ def train_and_register(
         source = VectorDirSource(str(data_dir))
     run_dir = new_run_dir()
     registry.configure_tracking()
+    registry.close_abandoned_runs(config.experiment_name)
+    try:
+        result = _run_stages(config, source, run_dir, progress, started)
+    except BaseException as error:
+        mark_run(run_dir, RUN_FAILED_MARKER, error=f"{type(error).__name__}: {error}"[:2000])
+        raise
+    mark_run(run_dir, RUN_COMPLETE_MARKER, model_uri=result.registered.model_uri, version=result.registered.version)
+    return result
+
+
+def _run_stages(
+    config: PipelineConfig, source: DataSource | None, run_dir: Path, progress: bool, started: float
+) -> PipelineResult:
     text_check_path = None
     if isinstance(source, TEXT_SOURCES):
         text_files = split_text_task(source, run_dir / "text", config.seed, config.alpha)
@@ -120,4 +137,12 @@ def new_run_dir() -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     run_dir = settings.runs_dir() / f"{stamp}-{uuid.uuid4().hex[:8]}"
     run_dir.mkdir(parents=True, exist_ok=False)
+    mark_run(run_dir, RUN_STARTED_MARKER, pid=os.getpid(), host=socket.gethostname())
     return run_dir
+
+
+def mark_run(run_dir: Path, marker: str, **fields: object) -> Path:
+    """Say how a run folder ended: started, complete (its model was registered) or failed (with the
+    error). A folder with only the started marker belongs to a run still going or one that was killed;
+    promotion takes its data only from complete runs."""
+    return write_json_atomic(Path(run_dir) / marker, {"time": datetime.now(timezone.utc).isoformat(), **fields})

@@ -12,10 +12,12 @@ from evaluation.bootstrap import paired_bootstrap_diffs
 from evaluation.compare import (
     DEFAULT_GATES,
     DataChecksGate,
+    FlagRateGate,
     Gates,
     MetricGate,
     RealisedFPRGate,
     ReportComparison,
+    candidate_verdicts,
     compare_reports,
     unpaired_bootstrap_diffs,
 )
@@ -48,8 +50,9 @@ def test_default_gates_file_matches_the_builtin_default():
     assert (auroc.metric, auroc.max_change, auroc.confidence, auroc.limit_key) == ("auroc", 0.005, 0.95, "max_drop")
     fpr = gates.metrics[1]
     assert (fpr.metric, fpr.max_change, fpr.confidence, fpr.limit_key) == ("fpr95", 0.0, 0.95, "max_rise")
-    assert gates.realised_fpr == RealisedFPRGate(tolerance=0.02)
+    assert gates.realised_fpr == RealisedFPRGate(tolerance=0.02, confidence=0.95)
     assert gates.data_checks == DataChecksGate(must_pass=True)
+    assert gates.flag_rate == FlagRateGate(ood_min=0.1, in_distribution_min=0.005)
 
 
 def test_gates_round_trip_and_optional_settings(tmp_path):
@@ -111,8 +114,8 @@ def test_identical_reports_have_zero_deltas_and_pass(base_report):
             assert d.delta == 0.0 and d.paired
             # Paired: every resample evaluates both on the same inputs, so every difference is 0.
             assert (d.ci.low, d.ci.high) == (0.0, 0.0)
-    assert {v.gate for v in comparison.verdicts} == {"auroc", "fpr95", "realised_fpr", "data_checks"}
-    assert len(comparison.verdicts) == 2 + 2 + 1 + 1  # metric gates per split, then report-wide gates
+    assert {v.gate for v in comparison.verdicts} == {"auroc", "fpr95", "realised_fpr", "data_checks", "flag_rate"}
+    assert len(comparison.verdicts) == 2 + 2 + 1 + 1 + 1  # metric gates per split, then report-wide gates
     assert comparison.notes == []
 
 
@@ -236,6 +239,49 @@ def test_realised_fpr_gate(base_scores, base_report):
     assert not point.passed and by_ci.passed
     assert by_ci.verdicts[0].observed["ci_low"] < 0.07 < by_ci.verdicts[0].observed["ci_high"]
     assert compare_reports(base_report, base_report, Gates(realised_fpr=RealisedFPRGate(0.02))).passed
+
+
+def test_flag_rate_gate_refuses_a_guard_that_flags_nothing(base_scores, base_report):
+    gate = Gates(flag_rate=FlagRateGate(ood_min=0.1, in_distribution_min=0.005))
+    # Above every score: nothing is flagged, and realised FPR (0) alone would have passed.
+    silent = make_report(base_scores, threshold=1e9)
+    (verdict,) = compare_reports(base_report, silent, gate).verdicts
+    assert not verdict.passed and verdict.observed["ood_flagged"] == 0 and verdict.observed["in_flagged"] == 0
+    assert "flags too little" in verdict.message
+    assert compare_reports(base_report, silent, Gates(realised_fpr=RealisedFPRGate(0.02))).passed
+    # Hand count at the 95th percentile of in_test: the pooled OOD share flagged is counted directly.
+    threshold = float(np.quantile(base_scores["in_test"], 0.95))
+    usual = make_report(base_scores, threshold=threshold)
+    (verdict,) = compare_reports(base_report, usual, gate).verdicts
+    pooled = np.concatenate([np.asarray(base_scores[s]) for s in usual.ood_metrics])
+    assert verdict.observed["ood_flagged"] == int(np.sum(pooled > threshold))
+    assert verdict.observed["in_flagged"] == int(np.sum(np.asarray(base_scores["in_test"]) > threshold))
+    assert verdict.passed == (verdict.observed["ood_rate"] >= 0.1)
+    # Without a baseline (a first version): the same verdict from the candidate alone.
+    (alone,) = candidate_verdicts(silent, gate)
+    assert not alone.passed and alone.gate == "flag_rate"
+
+
+def test_flag_rate_gate_fails_on_a_non_finite_threshold(base_scores, base_report):
+    silent = make_report(base_scores, threshold=float("inf"))
+    (verdict,) = candidate_verdicts(silent, Gates(flag_rate=FlagRateGate(ood_min=0.1)))
+    assert not verdict.passed and "not finite" in verdict.message
+
+
+def test_flag_rate_gate_without_ood_splits_checks_the_in_distribution_floor(base_scores):
+    in_only = {"in_test": base_scores["in_test"], "calibration": base_scores.get("calibration", base_scores["in_test"])}
+    gate = Gates(flag_rate=FlagRateGate(ood_min=0.1, in_distribution_min=0.005))
+    usual = make_report(in_only, threshold=float(np.quantile(base_scores["in_test"], 0.95)))
+    (verdict,) = candidate_verdicts(usual, gate)
+    assert verdict.passed and "OOD floor is not checked" in verdict.message
+    (silent,) = candidate_verdicts(make_report(in_only, threshold=1e9), gate)
+    assert not silent.passed and silent.observed["in_flagged"] == 0
+
+
+@pytest.mark.parametrize("bad", [{"ood_min": 1.5}, {"ood_min": -0.1}, {"in_distribution_min": 0.01}, {"ood_min": 0.1, "other": 1}])
+def test_flag_rate_gate_settings_are_checked(bad):
+    with pytest.raises(ValueError, match="flag_rate"):
+        Gates.from_dict({"flag_rate": bad})
 
 
 @pytest.mark.parametrize(

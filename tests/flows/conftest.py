@@ -1,17 +1,6 @@
 import pytest
 
 
-@pytest.fixture(scope="session")
-def prefect_harness():
-    """Prefect's test harness (a temporary API on its own database), for the tests that run a flow or
-    a task: a module asks for it with `pytestmark = pytest.mark.usefixtures("prefect_harness")`, a
-    module-scoped fixture that runs flows takes it as an argument. Started once, on first request."""
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 @pytest.fixture
 def ebmops_home(tmp_path, monkeypatch):
     """A fresh $EBMOPS_HOME: sqlite tracking and artifacts live under tmp_path."""

@@ -53,7 +53,7 @@ def register_version(data, data_check_path: Path, work_dir: Path, n_steps: int, 
     detector = EnergyDetector(config.detector).fit(x_train, seed=seed, feature_names=features)
     detector.calibrate(read_vectors(data.path("calibration"), features), alpha=config.alpha)
     detector_dir = detector.save(out)
-    return registry.log_and_register(
+    registered = registry.log_and_register(
         experiment_name=config.experiment_name,
         model_name=config.model_name,
         params=config.to_params(),
@@ -62,3 +62,13 @@ def register_version(data, data_check_path: Path, work_dir: Path, n_steps: int, 
         detector_dir=detector_dir,
         feature_names=list(data.feature_columns),
     )
+    if registry.get_alias_version(config.model_name, registry.CHAMPION) is not None:
+        return registered
+    # A first version becomes champion as in the pipeline: through the audited gates, on its own report.
+    from flows.ops.promotion import evaluate_version
+
+    report = evaluate_version(
+        config.model_name, registered.version, Path(data.path("in_test")).parent,
+        Path(work_dir) / f"report-v{registered.version}.json", n_bootstrap=50,
+    )
+    return steps.bootstrap_champion_if_none(registered, report)

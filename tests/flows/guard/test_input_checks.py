@@ -43,3 +43,277 @@ def test_texts_longer_than_the_cap_are_refused_by_row(monkeypatch):
 def test_blank_and_non_string_texts_are_refused():
     with pytest.raises(InvalidGuardInput, match=r"rows \[1, 2\]"):
         check_texts(["ok", "   ", None], "text")
+
+
+# --- requests refused before MLflow parses them (flows/guard/serving.py's RequestGuard) ----------
+
+import asyncio  # noqa: E402
+import json  # noqa: E402
+
+from flows.guard.input_checks import (  # noqa: E402
+    MAX_JSON_DEPTH,
+    MAX_MESSAGE_CHARS,
+    RefusedRequest,
+    check_content_type,
+    check_request_body,
+    json_depth,
+    parse_json_body,
+)
+from flows.guard.serving import RequestGuard, rewrite_error, strip_request_dump  # noqa: E402
+
+PIXELS = [f"pixel_{i}" for i in range(64)]
+ROW = [0.0] * 64
+
+
+def body(doc) -> bytes:
+    return json.dumps(doc).encode()
+
+
+def refusal(raw: bytes, media_type: str = "application/json", names=PIXELS) -> RefusedRequest:
+    with pytest.raises(RefusedRequest) as caught:
+        check_request_body(raw, media_type, names)
+    return caught.value
+
+
+def test_valid_requests_in_every_form_pass():
+    records = [dict(zip(PIXELS, ROW))]
+    for doc in (
+        {"dataframe_split": {"columns": PIXELS, "data": [ROW, ROW], "index": [0, 1]}},
+        {"dataframe_split": {"columns": PIXELS[::-1], "data": [ROW]}},
+        {"dataframe_records": records, "params": {}},
+        {"instances": records},
+        {"inputs": {c: [0.0] for c in PIXELS}},
+    ):
+        check_request_body(body(doc), "application/json", PIXELS)
+    check_request_body((",".join(PIXELS) + "\n" + ",".join("1" for _ in PIXELS)).encode(), "text/csv", PIXELS)
+
+
+def test_missing_or_unknown_content_type_is_415():
+    for header in (None, "", "  "):
+        with pytest.raises(RefusedRequest, match="no Content-Type header") as caught:
+            check_content_type(header)
+        assert caught.value.status == 415
+    for header in ("text/plain", "application/json; charset=latin-1", "application/json; foo=bar", "application/json;"):
+        with pytest.raises(RefusedRequest, match="content types") as caught:
+            check_content_type(header)
+        assert caught.value.status == 415
+    assert check_content_type("Application/JSON; charset=UTF-8") == "application/json"
+    with pytest.raises(RefusedRequest) as caught:
+        check_content_type("x" * 100_000)
+    assert len(str(caught.value)) < 400
+
+
+def test_deep_nesting_is_refused_without_recursing():
+    assert json_depth(b'{"a": [[1, "[[[[{{{{"], {"b": "\\"]]]"}]}') == 3
+    assert json_depth(b"[" * 200_000 + b"]" * 200_000) == 200_000
+    with pytest.raises(RefusedRequest, match=f"nests 100000 levels deep; at most {MAX_JSON_DEPTH}"):
+        parse_json_body(b"[" * 100_000 + b"]" * 100_000)
+    error = refusal(b'{"inputs": ' + b'{"a": ' * 50 + b"1" + b"}" * 51)
+    assert "51 levels deep" in str(error)
+
+
+def test_invalid_json_is_named_without_echoing_the_body():
+    for raw in (b"", b"{" + b"x" * 1_000_000, b"\xff\xfe\x00", b'{"a": 1' + b"0" * 5000 + b"}"):
+        error = refusal(raw)
+        assert "valid JSON" in str(error) and len(str(error)) < 400
+
+
+def test_a_json_object_with_a_key_twice_is_refused():
+    raw = b'{"dataframe_records": [{"pixel_0": 1, "pixel_0": 2}]}'
+    assert "keys more than once: ['pixel_0']" in str(refusal(raw))
+
+
+def test_extra_columns_are_refused_by_name_in_every_form():
+    extra_row = ROW + [1.0]
+    columns = PIXELS + ["zzz"]
+    records = [dict(zip(columns, extra_row))]
+    for doc in (
+        {"dataframe_split": {"columns": columns, "data": [extra_row]}},
+        {"dataframe_records": records},
+        {"instances": records},
+        {"inputs": {c: [1.0] for c in columns}},
+    ):
+        assert "unexpected columns ['zzz']" in str(refusal(body(doc)))
+    csv = (",".join(columns) + "\n" + ",".join("1" for _ in columns)).encode()
+    assert "unexpected columns ['zzz']" in str(refusal(csv, "text/csv"))
+    renamed = {"dataframe_split": {"columns": ["p0"] + PIXELS[1:], "data": [ROW]}}
+    assert "missing columns ['pixel_0']" in str(refusal(body(renamed)))
+    # a model without a signature (a text guard) leaves the columns to the pyfunc
+    text_request = body({"dataframe_split": {"columns": ["text", "zzz"], "data": [["a", "b"]]}})
+    check_request_body(text_request, "application/json", None)
+
+
+def test_a_huge_column_name_is_cut_in_the_message():
+    doc = {"dataframe_split": {"columns": PIXELS + ["x" * 1_000_000], "data": [ROW + [1.0]]}}
+    message = str(refusal(body(doc)))
+    assert "'xxxxxxxx" in message and "..." in message
+    assert len(message) < 400
+
+
+def test_index_and_data_of_different_lengths_are_refused():
+    doc = {"dataframe_split": {"columns": PIXELS, "data": [ROW], "index": [0, 1, 2]}}
+    assert "'index' has 3 entries but 'data' has 1 rows" in str(refusal(body(doc)))
+    doc["dataframe_split"]["index"] = 7
+    assert "'index' has a JSON number" in str(refusal(body(doc)))
+
+
+def test_split_structure_problems_are_refused():
+    cases = {
+        "rows [1] are not lists": {"dataframe_split": {"columns": PIXELS, "data": [ROW, 5]}},
+        "row 0 has 10 columns": {"dataframe_split": {"columns": PIXELS, "data": [ROW[:10]]}},
+        "got keys ['columns', 'data', 'extra']": {"dataframe_split": {"columns": PIXELS, "data": [ROW], "extra": 1}},
+        "column names must be strings": {"dataframe_split": {"columns": [1] + PIXELS[1:], "data": [ROW]}},
+        "columns given more than once": {"dataframe_split": {"columns": PIXELS + ["pixel_0"], "data": [ROW + [0.0]]}},
+        "must be a dictionary": {"dataframe_split": [1, 2]},
+        "must be a list of rows": {"dataframe_split": {"columns": PIXELS, "data": 5}},
+    }
+    for phrase, doc in cases.items():
+        assert phrase in str(refusal(body(doc))), phrase
+
+
+def test_top_level_shape_problems_are_refused():
+    cases = {
+        "exactly one of the input fields": {"rows": [ROW]},
+        "got keys ['messages']": {"messages": [{"role": "user"}]},
+        "unexpected top-level keys ['extra']": {"dataframe_records": [dict(zip(PIXELS, ROW))], "extra": 1},
+        "takes no 'params'": {"dataframe_records": [dict(zip(PIXELS, ROW))], "params": {"a": 1}},
+        "got a JSON array": [1, 2, 3],
+        "records [0] are not JSON objects": {"dataframe_records": [ROW]},
+        "different numbers of values": {"inputs": {"pixel_0": [1.0], "pixel_1": [1.0, 2.0]}},
+    }
+    for phrase, doc in cases.items():
+        assert phrase in str(refusal(body(doc))), phrase
+
+
+def test_too_many_rows_are_refused_before_parsing_into_a_frame(monkeypatch):
+    monkeypatch.setenv("EBMOPS_MAX_ROWS", "3")
+    doc = {"dataframe_split": {"columns": PIXELS, "data": [ROW] * 4}}
+    assert "too many rows: 4 > 3" in str(refusal(body(doc)))
+
+
+def test_messages_are_bounded():
+    error = RefusedRequest("x" * 100_000)
+    assert len(str(error)) < MAX_MESSAGE_CHARS + 50 and "characters cut" in str(error)
+
+
+def test_mlflows_request_dump_and_stack_trace_are_dropped_from_errors():
+    message = "Failed to predict data '   pixel_0\n0  1.0\n\n[1 rows x 64 columns]'. \nError: NaN or infinite values"
+    assert strip_request_dump(message) == "NaN or infinite values"
+    schema = (
+        "Failed to enforce schema of data '   pixel_0 ...' with schema '['pixel_0': double (required)]'. "
+        "Error: Model is missing inputs ['pixel_63']."
+    )
+    assert strip_request_dump(schema) == (
+        "the input does not match the model signature: Model is missing inputs ['pixel_63']."
+    )
+    dumped = "Failed to predict data '" + "y" * 10**6 + "'. \nError: " + "z" * 10**5
+    raw = json.dumps({"error_code": "BAD_REQUEST", "message": dumped, "stack_trace": "..."})
+    rewritten = json.loads(rewrite_error(400, raw.encode()))
+    assert set(rewritten) == {"error_code", "message"}
+    assert rewritten["message"].startswith("zzz") and len(rewritten["message"]) < MAX_MESSAGE_CHARS + 50
+    assert json.loads(rewrite_error(415, b"This predictor only supports ..."))["error_code"] == "BAD_REQUEST"
+
+
+# RequestGuard in front of a stand-in for MLflow's app, driven as uvicorn drives an ASGI app.
+
+
+class StandIn:
+    """Answers 200 with the body it was given, or an MLflow-style error when the body says `fail`."""
+
+    def __init__(self):
+        self.bodies = []
+
+    async def __call__(self, scope, receive, send):
+        message = await receive()
+        self.bodies.append(message["body"])
+        self.content_type = dict(scope["headers"]).get(b"content-type")
+        if b"fail" in message["body"]:
+            dumped = "Failed to predict data '" + "d" * 5000 + "'. \nError: bad row"
+            error = {"error_code": "INVALID_PARAMETER_VALUE", "message": dumped, "stack_trace": "tb"}
+            status, payload = 400, json.dumps(error).encode()
+        else:
+            status, payload = 200, message["body"]
+        headers = [(b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+
+def call(app, raw: bytes, content_type=b"application/json", chunks=1, path="/invocations", declared=True):
+    headers = [] if content_type is None else [(b"content-type", content_type)]
+    if declared:
+        headers.append((b"content-length", str(len(raw)).encode()))
+    pieces = [raw[i::chunks] for i in range(chunks)] if chunks > 1 else [raw]
+    messages = [{"type": "http.request", "body": p, "more_body": i < len(pieces) - 1} for i, p in enumerate(pieces)]
+    sent = []
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
+    asyncio.run(app(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], body
+
+
+def test_request_guard_passes_a_valid_request_and_normalises_the_content_type():
+    inner = StandIn()
+    raw = body({"dataframe_split": {"columns": PIXELS, "data": [ROW]}})
+    assert call(RequestGuard(inner, PIXELS), raw, b"Application/JSON; charset=utf-8") == (200, raw)
+    assert inner.content_type == b"application/json"
+
+
+def test_request_guard_refuses_before_the_model_sees_the_request(monkeypatch):
+    monkeypatch.setenv("EBMOPS_MAX_BODY_BYTES", "2000")
+    inner = StandIn()
+    guard = RequestGuard(inner, PIXELS)
+    status, answer = call(guard, b"{}", content_type=None)
+    assert status == 415 and b"no Content-Type header" in answer
+    big = b'{"inputs": {}}' + b" " * 2500
+    for chunks, declared in ((1, True), (4, False)):  # refused from Content-Length, or counted while read
+        status, answer = call(guard, big, chunks=chunks, declared=declared)
+        assert status == 413 and b"EBMOPS_MAX_BODY_BYTES" in answer
+    status, answer = call(guard, b"[" * 500 + b"]" * 500)
+    assert status == 400 and b"levels deep" in answer
+    extra = body({"dataframe_split": {"columns": PIXELS + ["zzz"], "data": [ROW + [1.0]]}})
+    status, answer = call(guard, extra)
+    assert status == 400 and b"unexpected columns ['zzz']" in answer
+    assert inner.bodies == []  # none of them reached MLflow's app
+
+
+def test_request_guard_cuts_mlflows_error_answers():
+    inner = StandIn()
+    status, answer = call(RequestGuard(inner, None), body({"inputs": {"fail": [1]}}))
+    assert status == 400
+    assert json.loads(answer) == {"error_code": "INVALID_PARAMETER_VALUE", "message": "bad row"}
+
+
+def test_request_guard_leaves_other_paths_to_mlflow():
+    inner = StandIn()
+    status, answer = call(RequestGuard(inner, PIXELS), b"anything", content_type=None, path="/ping")
+    assert (status, answer) == (200, b"anything")
+
+
+def test_request_guard_answers_408_for_a_body_that_stops_arriving(monkeypatch):
+    monkeypatch.setenv("EBMOPS_BODY_TIMEOUT_S", "0.2")
+    sent = []
+
+    async def receive():
+        await asyncio.sleep(5)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/invocations", "headers": [(b"content-type", b"application/json")]}
+    asyncio.run(RequestGuard(StandIn(), PIXELS)(scope, receive, send))
+    assert sent[0]["status"] == 408 and b"EBMOPS_BODY_TIMEOUT_S" in sent[1]["body"]
+
+
+def test_a_text_guard_names_extra_columns_cut_to_size():
+    frame = pd.DataFrame({"text": ["hello"], "y" * 100_000: [1]})
+    with pytest.raises(MlflowException, match="not both") as caught:
+        embed_text_frame(FakeEmbedder(), frame, FEATURES)
+    assert len(caught.value.message) < 400

@@ -2,8 +2,10 @@
 energy, p_value and is_ood; every kind of bad request gets a 4xx naming the problem, never a 5xx; the
 server keeps serving afterwards."""
 
+import http.client
 import json
 import math
+import socket
 import urllib.error
 import urllib.request
 
@@ -13,6 +15,7 @@ import pytest
 
 from flows.guard import registry
 from flows.data.datasets import pixel_columns
+from flows.guard.input_checks import DEFAULT_MAX_BODY_BYTES
 from flows.guard.serving import start_server, stop_server, wait_until_ready
 from tests.flows.guard_factory import prepare_data, register_version
 
@@ -120,7 +123,24 @@ BAD_REQUESTS = {
     "plain text": ("hello", "text/plain", "content types"),
     "XML": ("<rows/>", "application/xml", "content types"),
     "no content type": (split_body(COLS, [ROW]), "", "content types"),
+    # refused before MLflow parses the request (flows/guard/serving.py's RequestGuard)
+    "extra column": (split_body(COLS + ["zzz"], [ROW + [1.0]]), None, "unexpected columns ['zzz']"),
+    "extra record key": (json.dumps({"dataframe_records": [dict(zip(COLS + ["zzz"], ROW + [1.0]))]}), None, "'zzz'"),
+    "extra CSV column": (",".join(COLS + ["zzz"]) + "\n" + ",".join("1" for _ in range(65)), "text/csv", "'zzz'"),
+    "index longer than data": (
+        json.dumps({"dataframe_split": {"columns": COLS, "data": [ROW], "index": [0, 1, 2]}}), None,
+        "'index' has 3 entries but 'data' has 1 rows",
+    ),
+    "deeply nested JSON": ("[" * 100_000 + "]" * 100_000, None, "levels deep"),
+    "deeply nested object": ('{"inputs": ' + '{"a": ' * 5000 + "1" + "}" * 5001, None, "levels deep"),
+    "huge column name": (split_body(COLS[:-1] + ["x" * 1_000_000], [ROW]), None, "'xxxxxxxx"),
+    "integer of 5000 digits": (split_body(COLS, [ROW]).replace("0.0", "1" * 5000, 1), None, "valid JSON"),
+    "key given twice": ('{"dataframe_records": [{"pixel_0": 1, "pixel_0": 2}]}', None, "more than once"),
+    "params": (json.dumps({"dataframe_split": {"columns": COLS, "data": [ROW]}, "params": {"t": 1}}), None, "params"),
+    "charset latin-1": (split_body(COLS, [ROW]), "application/json; charset=latin-1", "content types"),
 }
+# An error answer is bounded and carries no dump of the request frame.
+MAX_ERROR_BYTES = 4096
 
 
 def test_at_least_20_kinds_of_bad_requests():
@@ -134,6 +154,41 @@ def test_bad_request_gets_4xx_naming_the_problem(server, name):
     assert 400 <= status < 500, (status, text[:500])
     assert phrase in text, text[-800:]
     assert "unexpected error" not in text
+    assert len(text) <= MAX_ERROR_BYTES, (len(text), text[:300])
+    assert "Failed to predict data" not in text and "[1 rows x" not in text and "stack_trace" not in text, text[:300]
+    assert set(json.loads(text)) >= {"error_code", "message"}
+
+
+def raw_post(url, body: bytes, headers: dict) -> tuple[int, bytes]:
+    """POST with exactly these headers (urllib adds a Content-Type of its own when none is given)."""
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        connection.request("POST", "/invocations", body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_no_content_type_header_is_415_not_500(server):
+    status, text = raw_post(server["url"], split_body(COLS, [ROW]).encode(), {})
+    assert status == 415, text
+    assert b"no Content-Type header" in text
+
+
+def test_a_body_over_the_cap_is_413(server):
+    cap = DEFAULT_MAX_BODY_BYTES
+    body = split_body(COLS, [ROW]).encode()
+    status, text = raw_post(server["url"], body + b" " * (cap + 1 - len(body)), {"Content-Type": "application/json"})
+    assert status == 413, text[:300]
+    assert b"EBMOPS_MAX_BODY_BYTES" in text
+    # far over it: refused from the Content-Length header alone, before any of the body arrives
+    host, port = server["url"].removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as s:
+        head = "POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        s.sendall(f"{head}Content-Length: {50 * cap}\r\n\r\n".encode())
+        assert b" 413 " in s.recv(65536).split(b"\r\n", 1)[0]
 
 
 def test_server_keeps_serving_after_bad_requests(server):

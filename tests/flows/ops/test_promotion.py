@@ -55,14 +55,29 @@ def scenario(tmp_path_factory, prefect_harness):
         }
 
 
+def promotion_outcomes() -> list[dict]:
+    """The settled promote/rollback decisions, oldest first (the first version's bootstrap left out)."""
+    return [e for e in audit.outcomes(audit.read_entries(model_name=MODEL)) if e["action"] != "bootstrap"]
+
+
+@pytest.mark.slow
+def test_first_version_became_champion_through_the_audited_gates(scenario):
+    first = audit.read_entries(model_name=MODEL)[:2]
+    assert [(e["action"], e["phase"]) for e in first] == [("bootstrap", "intent"), ("bootstrap", "done")]
+    assert first[1]["decision"] == "promoted" and first[1]["champion_after"] == "1"
+    assert {row["gate"] for row in first[1]["gate_table"]} == {"realised_fpr", "flag_rate", "data_checks"}
+
+
 @pytest.mark.slow
 def test_passing_promotion_moves_champion_and_is_audited(scenario):
     result = scenario["passed"]
     assert (result.decision, result.champion_before, result.champion_after) == ("promoted", "1", "2")
-    entry = audit.read_entries(model_name=MODEL)[0]
+    intents = [e for e in audit.read_entries(model_name=MODEL) if e["phase"] == "intent" and e["action"] == "promote"]
+    entry = promotion_outcomes()[0]
+    assert intents[0]["audit_id"] == entry["audit_id"] and entry["phase"] == "done"
     assert entry["decision"] == "promoted" and entry["actor"] == "alice" and entry["reason"] == "nightly model is better"
     assert {row["result"] for row in entry["gate_table"]} == {"PASS"}
-    assert {row["gate"] for row in entry["gate_table"]} == {"auroc", "fpr95", "realised_fpr", "data_checks"}
+    assert {row["gate"] for row in entry["gate_table"]} == {"auroc", "fpr95", "realised_fpr", "data_checks", "flag_rate"}
     # report hashes are those of the stored reports, which scored the same data (same fingerprints)
     for role in ("champion", "challenger"):
         assert entry["reports"][role]["sha256"] == file_fingerprint(result.report_paths[role])
@@ -86,7 +101,7 @@ def test_passing_promotion_moves_champion_and_is_audited(scenario):
 def test_refused_promotion_keeps_champion(scenario):
     result = scenario["refused"]
     assert (result.decision, result.champion_before, result.champion_after, result.challenger) == ("refused", "2", "2", "3")
-    entry = audit.read_entries(model_name=MODEL)[1]
+    entry = promotion_outcomes()[1]
     failed = {row["gate"] for row in entry["gate_table"] if row["result"] == "FAIL"}
     assert "auroc" in failed
     assert "failed" in entry["message"]
@@ -100,7 +115,7 @@ def test_rollback_restores_previous_champion_and_history_shows_it(scenario):
     assert registry.get_alias_version(MODEL, "champion") == "1"
     client = MlflowClient()
     assert "carol" in client.get_model_version(MODEL, "2").tags[ROLLED_BACK_TAG]
-    history = champion_history(MODEL)
+    history = [h for h in champion_history(MODEL) if h["action"] != "bootstrap"]
     assert [(h["action"], h["decision"], h["champion_before"], h["champion_after"]) for h in history[:3]] == [
         ("promote", "promoted", "1", "2"),
         ("promote", "refused", "2", "2"),
@@ -125,7 +140,7 @@ def test_two_promotions_in_parallel_processes_leave_one_champion_and_two_entries
     client = MlflowClient()
     client.set_registered_model_alias(MODEL, "champion", "1")
     client.set_registered_model_alias(MODEL, "challenger", "2")
-    n_before = len(audit.read_entries())
+    n_before = len(audit.outcomes(audit.read_entries()))
     start_at = time.time() + 12  # both processes import first, then start together
     script = (
         "import sys, time, torch; torch.set_num_threads(1)\n"
@@ -159,8 +174,8 @@ def test_two_promotions_in_parallel_processes_leave_one_champion_and_two_entries
         assert proc.returncode == 0, out[-3000:]
     results = sorted(line.split()[1:] for out in outputs for line in out.splitlines() if line.startswith("RESULT"))
     assert results == [["noop", "2"], ["promoted", "2"]]
-    entries = audit.read_entries()[n_before:]
-    assert len(entries) == 2
+    entries = audit.outcomes(audit.read_entries())[n_before:]
+    assert len(entries) == 2 and not audit.open_intents(audit.read_entries())
     assert sorted(e["actor"] for e in entries) == ["proc-a", "proc-b"]
     assert [e["decision"] for e in entries] == ["promoted", "noop"]  # serialised: the second saw the new champion
     assert entries[1]["champion_before"] == "2"
@@ -201,6 +216,24 @@ def test_champion_stack_replays_promotions_and_rollbacks():
     assert audit.champion_stack(entries[:3]) == ["1", "2", "3"]
     assert audit.champion_stack(entries[:4]) == ["1", "2"]
     assert audit.champion_stack(entries) == ["1", "4"]
+
+
+def test_intents_are_settled_by_where_the_alias_is(tmp_path):
+    log = tmp_path / "promotions.jsonl"
+    moved = {"audit_id": "a1", "model_name": "m", "action": "promote", "decision": "promoted",
+             "champion_before": "1", "champion_after": "2", "phase": "intent"}
+    audit.append_entry(moved, log)
+    assert [e["audit_id"] for e in audit.open_intents(audit.read_entries(log))] == ["a1"]
+    assert audit.champion_stack(audit.read_entries(log)) == []  # an intent alone changes nothing
+    (done,) = audit.settle_open_intents("m", champion_now="2", path=log)
+    assert done["phase"] == "done" and done["decision"] == "promoted"
+    assert audit.champion_stack(audit.read_entries(log)) == ["1", "2"]
+    audit.append_entry({**moved, "audit_id": "a2", "champion_before": "2", "champion_after": "3"}, log)
+    (undone,) = audit.settle_open_intents("m", champion_now="2", path=log)
+    assert (undone["phase"], undone["decision"], undone["champion_after"]) == ("undone", "interrupted", "2")
+    assert audit.champion_stack(audit.read_entries(log)) == ["1", "2"]
+    assert not audit.open_intents(audit.read_entries(log))
+    assert audit.settle_open_intents("m", champion_now="2", path=log) == []  # nothing left to settle
 
 
 def test_a_torn_last_audit_line_is_skipped_but_a_corrupt_middle_line_raises(tmp_path):
