@@ -260,3 +260,28 @@ def test_the_next_append_sets_a_torn_last_line_aside_instead_of_gluing_onto_it(t
     audit.append_entry({"model_name": "m", "n": 4}, log)  # a clean log is left alone
     assert len(list(tmp_path.glob("promotions.jsonl.torn-*"))) == 1
     assert [e["n"] for e in audit.read_entries(log)] == [1, 3, 4]
+
+
+def test_promotion_data_comes_only_from_completed_runs(ebmops_home):
+    from flows import settings
+    from flows.ops.promotion import PromotionError, resolve_eval_data
+    from flows.pipeline.train_and_register import mark_run
+    from flows.pipeline.run_markers import RUN_COMPLETE_MARKER, RUN_FAILED_MARKER, RUN_STARTED_MARKER
+
+    def run_folder(name: str, *markers: str) -> Path:
+        data = settings.runs_dir() / name / "data"
+        data.mkdir(parents=True)
+        for split in ("in_test", "ood_x"):
+            (data / f"{split}.parquet").write_bytes(b"placeholder")
+        for marker in markers:
+            mark_run(data.parent, marker)
+        return data
+
+    complete = run_folder("a-complete", RUN_STARTED_MARKER, RUN_COMPLETE_MARKER)
+    time.sleep(0.05)
+    run_folder("b-killed", RUN_STARTED_MARKER)  # newer, but killed half-way
+    run_folder("c-failed", RUN_STARTED_MARKER, RUN_FAILED_MARKER)
+    assert resolve_eval_data() == complete
+    (complete.parent / RUN_COMPLETE_MARKER).unlink()
+    with pytest.raises(PromotionError, match="no completed pipeline run"):
+        resolve_eval_data()

@@ -1,5 +1,6 @@
 """The demo pipeline end to end under Prefect's test harness, on a reduced training budget."""
 
+import json
 from dataclasses import replace
 
 import mlflow
@@ -51,6 +52,8 @@ def test_first_run_registers_version_1_as_challenger_and_champion(two_runs):
     first, _ = two_runs
     assert first.registered.version == "1"
     assert set(first.registered.aliases) == {"challenger", "champion"}
+    assert "passes the gates on its own" in first.registered.note
+    assert (first.run_dir / "run_complete.json").exists() and not (first.run_dir / "run_failed.json").exists()
     run = MlflowClient().get_run(first.registered.run_id)
     assert run.data.params["alpha"] == "0.05"
     assert run.data.params["detector.train.n_steps"] == "200"
@@ -130,6 +133,9 @@ def test_nan_in_training_data_stops_at_validation_and_registry_is_unchanged(two_
     assert versions_after == versions_before
     assert str(client.get_model_version_by_alias("ebm-guard", "champion").version) == "1"
     assert failure.value.result_path.exists()
+    failed_dir = failure.value.result_path.parent
+    assert (failed_dir / "run_failed.json").exists() and not (failed_dir / "run_complete.json").exists()
+    assert "pixel_20" in json.loads((failed_dir / "run_failed.json").read_text())["error"]
     failed_runs = client.search_runs(
         [client.get_experiment_by_name("ebm-guard").experiment_id], "attributes.status = 'FAILED'"
     )
