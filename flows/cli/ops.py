@@ -154,7 +154,15 @@ def deploy_command(
     """Scheduled operations as Prefect deployments: nightly retraining (cron 0 3 * * *) and a promotion
     triggered by each completed retraining. Without --serve they are created on the server at
     PREFECT_API_URL (start a worker: `prefect worker start --pool ebmops`)."""
-    from flows.ops.deployments import PROMOTE_DEPLOYMENT, RETRAIN_CRON, RETRAIN_DEPLOYMENT, deploy_to_server, serve_deployments
+    from flows.ops.deployments import (
+        MONITOR_CRON,
+        MONITOR_DEPLOYMENT,
+        PROMOTE_DEPLOYMENT,
+        RETRAIN_CRON,
+        RETRAIN_DEPLOYMENT,
+        deploy_to_server,
+        serve_deployments,
+    )
 
     console = Console()
     parameters = {}
@@ -164,8 +172,7 @@ def deploy_command(
         parameters["config_path"] = str(config.resolve())
     console.print(
         f"retrain/{RETRAIN_DEPLOYMENT} (cron {RETRAIN_CRON}); promote/{PROMOTE_DEPLOYMENT} "
-        f"(on prefect.flow-run.Completed of {RETRAIN_DEPLOYMENT}); no hourly monitoring deployment yet "
-        "(the monitoring flow does not exist)"
+        f"(on prefect.flow-run.Completed of {RETRAIN_DEPLOYMENT}); monitor-traffic/{MONITOR_DEPLOYMENT} (cron {MONITOR_CRON})"
     )
     if serve:
         serve_deployments(parameters)

@@ -86,7 +86,10 @@ def print_pipeline_summary(result, tracking_uri: str, console: Console | None = 
     if registered.note:
         console.print(escape(registered.note))
     console.print(f"Report: {result.report_html}  (JSON: {result.report_json})")
-    console.print(f"Browse runs: mlflow ui --backend-store-uri {tracking_uri}")
+    if tracking_uri.startswith(("http://", "https://")):
+        console.print(f"Browse runs: open {tracking_uri}")
+    else:
+        console.print(f"Browse runs: mlflow ui --backend-store-uri {tracking_uri}")
     console.print(f"Finished in {result.seconds:.1f} s")
 
 

@@ -440,7 +440,15 @@ def _record_decision(model_name: str, entry: dict[str, Any], work: Path, roles: 
         intent = {**entry, "phase": audit.INTENT}
         audit.append_entry(intent)  # unwritable log: raises here, before anything moved
         fault_point(f"{entry['action']}.after_intent")
-        registry.set_alias(model_name, registry.CHAMPION, after)
+        try:
+            registry.set_alias(model_name, registry.CHAMPION, after)
+        except Exception as error:  # refused (permissions) or unreachable: nothing moved
+            audit.append_entry(audit.outcome_entry(
+                intent, audit.UNDONE, note=f"the registry refused the move: {error}"[:2000],
+                decision="interrupted", champion_after=before,
+                message=f"the registry refused to move {registry.CHAMPION!r}; version {before} stays champion",
+            ))
+            raise
         fault_point(f"{entry['action']}.after_alias")
         try:
             audit.append_entry(audit.outcome_entry(intent, audit.DONE))

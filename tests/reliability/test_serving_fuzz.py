@@ -32,7 +32,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from flows.guard.input_checks import MAX_MESSAGE_CHARS, MAX_NAME_CHARS
+from flows.guard.input_checks import MAX_MESSAGE_CHARS
 from flows.guard.serving import start_server, stop_server, wait_until_ready
 from tests.reliability.invariants import assert_registry_invariants, registry_snapshot
 
