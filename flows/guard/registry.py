@@ -434,6 +434,19 @@ def find_run(experiment_name: str, tags: dict[str, str]) -> str | None:
     return found[0].info.run_id if found else None
 
 
+def runs_with_tags(experiment_name: str, tag_prefix: str, max_results: int = 5000) -> list[tuple[int, dict[str, str]]]:
+    """(start time in ms, tags starting with `tag_prefix`) of every run of `experiment_name`, oldest
+    first; empty when the experiment does not exist."""
+    experiment = MlflowClient().get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return []
+    runs = MlflowClient().search_runs([experiment.experiment_id], max_results=max_results, order_by=["attributes.start_time ASC"])
+    return [
+        (int(run.info.start_time or 0), {k: v for k, v in run.data.tags.items() if k.startswith(tag_prefix)})
+        for run in runs
+    ]
+
+
 def log_params(run_id: str, params: dict[str, object]) -> None:
     from mlflow.entities import Param
 

@@ -479,7 +479,8 @@ def _record_decision(model_name: str, entry: dict[str, Any], work: Path, roles: 
 def champion_history(model_name: str = DEFAULT_MODEL_NAME) -> list[dict[str, Any]]:
     """One row per audited decision, oldest first (time, action, decision, champion before/after...).
     A decision a crash interrupted (an intent without its outcome) shows as "unsettled" until the next
-    promotion, rollback or registration settles it."""
+    promotion, rollback or registration settles it. Decisions made from other machines against the same
+    MLflow server (their audit log is theirs) are added from the `<model>-promotions` MLflow runs."""
     entries = audit.read_entries(model_name=model_name)
     unsettled = {entry["audit_id"] for entry in audit.open_intents(entries)}
     rows = []
@@ -499,6 +500,36 @@ def champion_history(model_name: str = DEFAULT_MODEL_NAME) -> list[dict[str, Any
                 "actor": entry.get("actor"),
                 "reason": entry.get("reason", ""),
                 "audit_id": entry["audit_id"],
+            }
+        )
+    known = {row["audit_id"] for row in rows}
+    rows.extend(row for row in _history_from_mlflow(model_name) if row["audit_id"] not in known)
+    return sorted(rows, key=lambda row: row["time"])
+
+
+def _history_from_mlflow(model_name: str) -> list[dict[str, Any]]:
+    """History rows rebuilt from the tags of the audit runs in MLflow (written by every client)."""
+    from datetime import datetime, timezone
+
+    def version(value: str | None) -> str | None:
+        return None if value in (None, "None") else value
+
+    rows = []
+    for start_ms, tags in registry.runs_with_tags(f"{model_name}-promotions", "ebmops.audit."):
+        if "ebmops.audit.id" not in tags:
+            continue
+        rows.append(
+            {
+                "time": datetime.fromtimestamp(start_ms / 1000, timezone.utc).isoformat(timespec="milliseconds"),
+                "action": tags.get("ebmops.audit.action", ""),
+                "decision": tags.get("ebmops.audit.decision", ""),
+                "champion_before": version(tags.get("ebmops.audit.champion_before")),
+                "champion_after": version(tags.get("ebmops.audit.champion_after")),
+                "challenger": version(tags.get("ebmops.audit.challenger")),
+                "failed_gates": [],
+                "actor": tags.get("ebmops.audit.actor"),
+                "reason": tags.get("ebmops.audit.reason", ""),
+                "audit_id": tags["ebmops.audit.id"],
             }
         )
     return rows

@@ -285,3 +285,15 @@ def test_promotion_data_comes_only_from_completed_runs(ebmops_home):
     (complete.parent / RUN_COMPLETE_MARKER).unlink()
     with pytest.raises(PromotionError, match="no completed pipeline run"):
         resolve_eval_data()
+
+
+@pytest.mark.slow
+def test_history_from_another_machine_comes_from_the_shared_tracking_server(scenario, tmp_path, monkeypatch):
+    """A teammate's home has no audit log of its own; the decisions logged to the shared MLflow show."""
+    local = [(h["action"], h["decision"], h["champion_before"], h["champion_after"]) for h in champion_history(MODEL)]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{scenario['home'] / 'mlflow.db'}")
+    monkeypatch.setenv("EBMOPS_HOME", str(tmp_path / "teammate"))
+    registry.configure_tracking()
+    assert audit.read_entries(model_name=MODEL) == []
+    remote = [(h["action"], h["decision"], h["champion_before"], h["champion_after"]) for h in champion_history(MODEL)]
+    assert remote == local and ("rollback", "rolled_back", "2", "1") in remote
