@@ -47,3 +47,38 @@ class MLPEnergy(EnergyFunction):
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(-1)  # (B, 1) -> (B,)
+
+    def input_gradient_fn(self):
+        """x (B, D) -> (E(x) (B,), dE/dx (B, D)) without autograd, for a sampling chain: the weights are
+        read once, so they must not change while it is used. The operations are those autograd runs for
+        `energy(x).sum()` (addmm forward; mm and silu_backward back), so results match it to the bit on
+        the same kernels. None when that does not hold: spectral norm recomputes its weights at every
+        forward, and hooks or other layers could change what a forward does.
+        """
+        layers = list(self.net)
+        linears, activations = layers[0::2], layers[1::2]
+        if (
+            self.config.spectral_norm
+            or not all(type(m) is nn.Linear and m.bias is not None for m in linears)
+            or not all(type(m) is nn.SiLU for m in activations)
+            or any(m._forward_hooks or m._forward_pre_hooks for m in [self, self.net, *layers])
+        ):
+            return None
+        weights = [(m.weight.detach(), m.bias.detach()) for m in linears]  # (out, in), (out,)
+        hidden, (w_out, b_out) = weights[:-1], weights[-1]
+        silu, silu_backward = nn.functional.silu, torch.ops.aten.silu_backward
+
+        def energy_and_grad(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            pre_activations = []
+            h = x
+            for w, b in hidden:
+                z = torch.addmm(b, h, w.t())  # (B, width)
+                pre_activations.append(z)
+                h = silu(z)
+            energy = torch.addmm(b_out, h, w_out.t()).squeeze(-1)  # (B,)
+            grad = w_out.expand(x.shape[0], -1)  # d sum(E) / dh, (B, width)
+            for (w, _), z in zip(reversed(hidden), reversed(pre_activations)):
+                grad = silu_backward(grad, z).mm(w)  # (B, width_in)
+            return energy, grad.contiguous()
+
+        return energy_and_grad

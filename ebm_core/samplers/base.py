@@ -6,6 +6,7 @@ from typing import ClassVar
 import torch
 
 from ebm_core.config_dict import to_plain
+from ebm_core.shapes import check_batch_shape
 
 
 @dataclass
@@ -39,6 +40,33 @@ def energy_and_grad(energy_fn, x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
         energy = energy_fn(x)
         (grad,) = torch.autograd.grad(energy.sum(), x)
     return energy.detach(), grad.detach()
+
+
+def chain_energy_and_grad(energy_fn, x: torch.Tensor):
+    """The function x -> (energies (B,), input gradients (B, D)) a chain calls at every step.
+
+    Set up once per chain, for parameters that do not change during it. An energy that can give its input
+    gradient without autograd (`MLPEnergy.input_gradient_fn`, the same operations autograd runs) gives it;
+    otherwise autograd of the input only. Neither checks finiteness per step (that would read a value back
+    every step): the sampler checks its traces and samples once, at the end of the chain.
+    """
+    energy_of = energy_fn
+    if hasattr(energy_fn, "unchecked_forward"):  # an EnergyFunction (no import: energies use samplers.noise)
+        check_batch_shape(x, energy_fn.input_dim)  # what its forward would say about a wrong width
+        if not torch.is_autocast_enabled(x.device.type):
+            fast = energy_fn.input_gradient_fn()
+            if fast is not None:
+                return fast
+        energy_of = energy_fn.unchecked_forward()
+
+    def step(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            energy = energy_of(x)
+            (grad,) = torch.autograd.grad(energy.sum(), x)
+        return energy.detach(), grad
+
+    return step
 
 
 def finite_energy_and_grad(energy_fn, x: torch.Tensor, sampler: str, where: str) -> tuple[torch.Tensor, torch.Tensor]:

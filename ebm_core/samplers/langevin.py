@@ -6,8 +6,8 @@ from dataclasses import dataclass
 import torch
 
 from ebm_core.errors import NonFiniteError
-from ebm_core.samplers.base import Sampler, SamplerOutput, energy_and_grad
-from ebm_core.samplers.noise import gaussian_noise
+from ebm_core.samplers.base import Sampler, SamplerOutput, chain_energy_and_grad
+from ebm_core.samplers.noise import gaussian_noise_
 from ebm_core.shapes import check_batch
 
 
@@ -38,21 +38,32 @@ class LangevinSampler(Sampler):
     def sample(
         self, energy_fn, x_init: torch.Tensor, generator: torch.Generator, n_steps: int | None = None
     ) -> SamplerOutput:
-        x = check_batch(x_init, name="x_init").detach().clone()
+        x = check_batch(x_init, name="x_init").detach().clone()  # (B, D), updated in place below
+        n_steps = n_steps or self.n_steps
         noise_std = self.noise_scale * math.sqrt(2.0 * self.step_size)
-        output = SamplerOutput(samples=x)
-        for _ in range(n_steps or self.n_steps):
-            energy, grad = energy_and_grad(energy_fn, x)
-            grad_norm = grad.norm(dim=1, keepdim=True)  # (B, 1)
-            if not torch.isfinite(grad_norm).all():
-                raise NonFiniteError("Langevin sampler: energy gradient became non-finite")
+        step = chain_energy_and_grad(energy_fn, x)  # the energy's parameters are constant in a chain
+        noise = torch.empty_like(x)  # (B, D), refilled every step
+        energy_means, grad_norm_means = [], []  # 0-d tensors: nothing is read back inside the chain
+        for _ in range(n_steps):
+            energy, grad = step(x)  # (B,), (B, D)
+            grad_norm = torch.linalg.vector_norm(grad, dim=1, keepdim=True)  # (B, 1)
             if self.grad_clip is not None:
                 grad = grad * torch.clamp(self.grad_clip / (grad_norm + 1e-12), max=1.0)
-            noise = gaussian_noise(x.shape, generator, x.device, x.dtype)
-            x = x - self.step_size * grad + noise_std * noise
+            x.add_(grad, alpha=-self.step_size)
+            x.add_(gaussian_noise_(noise, generator), alpha=noise_std)
             if self.clamp is not None:
-                x = x.clamp(*self.clamp)
-            output.energy_trace.append(float(energy.mean()))
-            output.grad_norm_trace.append(float(grad_norm.mean()))
-        output.samples = x.detach()
-        return output
+                x.clamp_(*self.clamp)
+            energy_means.append(energy.mean())
+            grad_norm_means.append(grad_norm.mean())
+        energy_trace = torch.stack(energy_means).tolist()
+        grad_norm_trace = torch.stack(grad_norm_means).tolist()
+        # Checked once per chain: a non-finite gradient poisons every later step, so the first bad step
+        # of the trace is the step where it happened.
+        bad = [i for i, value in enumerate(grad_norm_trace) if not math.isfinite(value)]
+        if bad:
+            raise NonFiniteError(
+                f"Langevin sampler: energy gradient became non-finite at step {bad[0] + 1} of {n_steps}"
+            )
+        if not torch.isfinite(x).all():
+            raise NonFiniteError(f"Langevin sampler: samples became non-finite in the last step ({n_steps})")
+        return SamplerOutput(samples=x, energy_trace=energy_trace, grad_norm_trace=grad_norm_trace)

@@ -24,3 +24,10 @@ def uniform_noise(
     """Uniform [0, 1) draws of `shape` on `device`."""
     draw = torch.rand(shape, generator=generator, device=generator.device, dtype=dtype)
     return draw.to(device)
+
+
+def gaussian_noise_(out: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Fill `out` with standard normal draws: the same draws `gaussian_noise(out.shape, ...)` makes."""
+    if out.device == generator.device:
+        return out.normal_(generator=generator)
+    return out.copy_(torch.randn(out.shape, generator=generator, device=generator.device, dtype=out.dtype))
