@@ -74,6 +74,25 @@ class PromotionResult:
     mlflow_run_id: str | None
     entry: dict[str, Any]
 
+    @classmethod
+    def from_entry(
+        cls, entry: dict[str, Any], comparison_json: Path | None = None, report_paths: dict[str, str] | None = None
+    ) -> PromotionResult:
+        return cls(
+            audit_id=entry["audit_id"],
+            action=entry["action"],
+            decision=entry["decision"],
+            model_name=entry["model_name"],
+            champion_before=entry["champion_before"],
+            champion_after=entry["champion_after"],
+            challenger=entry.get("challenger"),
+            message=entry["message"],
+            comparison_json=None if comparison_json is None else str(comparison_json),
+            report_paths=dict(report_paths or {}),
+            mlflow_run_id=entry.get("mlflow_run_id"),
+            entry=entry,
+        )
+
     @property
     def changed(self) -> bool:
         return self.champion_before != self.champion_after
@@ -198,9 +217,7 @@ def promote(
 
     with audit.registry_lock(lock_timeout_s):
         audit.settle_open_intents(model_name, registry.get_alias_version(model_name, registry.CHAMPION))
-        audit_id = audit.new_audit_id()
-        work = audit.audit_dir() / "records" / audit_id
-        work.mkdir(parents=True, exist_ok=True)
+        audit_id, work = _new_record()
         champion = registry.get_alias_version(model_name, registry.CHAMPION)
         challenger = registry.get_alias_version(model_name, registry.CHALLENGER)
         entry: dict[str, Any] = {
@@ -264,23 +281,10 @@ def promote(
                     message = f"gate(s) {', '.join(failed)} failed: version {champion} stays champion"
 
         entry.update({"decision": decision, "champion_after": after, "message": message})
-        run_id = _record_decision(model_name, entry, work, {"champion": champion, "challenger": challenger})
+        _record_decision(model_name, entry, work, {"champion": champion, "challenger": challenger})
 
     print(f"[{decision}] {message}")
-    return PromotionResult(
-        audit_id=audit_id,
-        action="promote",
-        decision=decision,
-        model_name=model_name,
-        champion_before=champion,
-        champion_after=after,
-        challenger=challenger,
-        message=message,
-        comparison_json=None if comparison_path is None else str(comparison_path),
-        report_paths=report_paths,
-        mlflow_run_id=run_id,
-        entry=entry,
-    )
+    return PromotionResult.from_entry(entry, comparison_path, report_paths)
 
 
 def bootstrap_champion(
@@ -304,9 +308,7 @@ def bootstrap_champion(
         audit.settle_open_intents(model_name, champion)
         if champion is not None:
             return None
-        audit_id = audit.new_audit_id()
-        work = audit.audit_dir() / "records" / audit_id
-        work.mkdir(parents=True, exist_ok=True)
+        audit_id, work = _new_record()
         verdicts = candidate_verdicts(EvalReport.read_json(report_path), gates)
         decision, after, message = _first_champion_decision(str(version), verdicts)
         entry: dict[str, Any] = {
@@ -327,21 +329,16 @@ def bootstrap_champion(
             "champion_after": after,
             "message": message,
         }
-        run_id = _record_decision(model_name, entry, work, {"challenger": str(version)})
-    return PromotionResult(
-        audit_id=audit_id,
-        action="bootstrap",
-        decision=decision,
-        model_name=model_name,
-        champion_before=None,
-        champion_after=after,
-        challenger=str(version),
-        message=message,
-        comparison_json=None,
-        report_paths={"challenger": str(report_path)},
-        mlflow_run_id=run_id,
-        entry=entry,
-    )
+        _record_decision(model_name, entry, work, {"challenger": str(version)})
+    return PromotionResult.from_entry(entry, report_paths={"challenger": str(report_path)})
+
+
+def _new_record() -> tuple[str, Path]:
+    """A fresh audit id and its folder for the reports, comparison and entry of one decision."""
+    audit_id = audit.new_audit_id()
+    work = audit.audit_dir() / "records" / audit_id
+    work.mkdir(parents=True, exist_ok=True)
+    return audit_id, work
 
 
 def _first_champion_decision(challenger: str, verdicts: list) -> tuple[str, str | None, str]:
@@ -392,9 +389,7 @@ def rollback(
             target = stack[-1]
         if target == current:
             raise PromotionError(f"version {target} is already the champion")
-        audit_id = audit.new_audit_id()
-        work = audit.audit_dir() / "records" / audit_id
-        work.mkdir(parents=True, exist_ok=True)
+        audit_id, work = _new_record()
         message = f"rolled back: version {target} replaces version {current} as champion"
         entry: dict[str, Any] = {
             "audit_id": audit_id,
@@ -412,25 +407,12 @@ def rollback(
             "comparison_sha256": None,
             "message": message,
         }
-        run_id = _record_decision(model_name, entry, work, {"rolled_back": current, "restored": target})
+        _record_decision(model_name, entry, work, {"rolled_back": current, "restored": target})
     print(f"[{ROLLED_BACK}] {message}")
-    return PromotionResult(
-        audit_id=audit_id,
-        action="rollback",
-        decision=ROLLED_BACK,
-        model_name=model_name,
-        champion_before=current,
-        champion_after=target,
-        challenger=entry["challenger"],
-        message=message,
-        comparison_json=None,
-        report_paths={},
-        mlflow_run_id=run_id,
-        entry=entry,
-    )
+    return PromotionResult.from_entry(entry)
 
 
-def _record_decision(model_name: str, entry: dict[str, Any], work: Path, roles: dict[str, str | None]) -> str:
+def _record_decision(model_name: str, entry: dict[str, Any], work: Path, roles: dict[str, str | None]) -> None:
     """Carry out and record one decision (registry lock held). A move of the champion alias is
     written as an intent first and its outcome after; if the outcome cannot be written the alias is put
     back and the error raised, so the log never misses a move that stands. Then the MLflow run, version
@@ -466,11 +448,9 @@ def _record_decision(model_name: str, entry: dict[str, Any], work: Path, roles: 
         registry.tag_version(
             model_name, before, {ROLLED_BACK_TAG: f"{entry['time']} by {entry['actor']} ({entry['audit_id']})"}
         )
-    run_id = _log_audit_run(model_name, entry, work)
-    entry["mlflow_run_id"] = run_id
+    entry["mlflow_run_id"] = _log_audit_run(model_name, entry, work)
     _tag_versions(model_name, entry, roles)
     write_json_atomic(work / "entry.json", entry, indent=2, sort_keys=True)
-    return run_id
 
 
 # --- history ---------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Fixtures shared by the reliability tests.
 
-- `ebmops_home`: a fresh $EBMOPS_HOME per test (the same fixture as tests/flows/conftest.py).
+- `ebmops_home` (a fresh $EBMOPS_HOME per test) comes from tests/conftest.py.
 - `small_vector_guard`: one small digits guard (64 pixel columns) registered once per session, via
   tests/flows/guard_factory.py, in its own $EBMOPS_HOME; it is the champion. Treat it as read-only
   (serve it, score with it, snapshot it): a test that promotes, rolls back or registers more versions
@@ -14,16 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-
-@pytest.fixture
-def ebmops_home(tmp_path, monkeypatch):
-    """A fresh $EBMOPS_HOME: sqlite tracking and artifacts live under tmp_path."""
-    home = tmp_path / "ebmops-home"
-    monkeypatch.setenv("EBMOPS_HOME", str(home))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-    return home
 
 
 @dataclass(frozen=True)
