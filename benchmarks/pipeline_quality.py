@@ -30,7 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -107,7 +106,7 @@ def run_scenario(name: str, paths: dict[str, Path], env: dict, work: Path, budge
 
 def markdown(rows: list[dict], budget: str, total: float) -> str:
     lines = [
-        f"## Pipeline quality on CLINC150 (benchmarks/pipeline_quality.py)",
+        "## Pipeline quality on CLINC150 (benchmarks/pipeline_quality.py)",
         "",
         f"Date: {_dt.date.today()}. 2-core CPU, shared; one torch thread. Budget `{budget}`. Total {total:.0f} s.",
         "Each row: `ebmops train` on CSV files (what a team has), then `ebmops evaluate` of the registered",

@@ -8,6 +8,12 @@ are used up) the run stops with an error naming the step. A non-finite loss is n
 Checkpoints (`checkpoint_dir`) hold model, optimiser, objective state (replay buffer), EMA weights, the
 generator's RNG state and the history, so `resume=True` continues a killed run and ends with the same
 parameters as an uninterrupted one. Progress and telemetry go to callbacks; this module needs only torch.
+
+Data-parallel (`distributed=DistributedContext(...)`, see `ebm_core.distributed`): every rank draws the
+same global batch from `generator`, keeps its shard, runs the objective with its own noise generator,
+and the gradients, loss and telemetry are all-reduced (shard-size weighted) before the checks and the
+optimiser step, so the ranks keep identical parameters. Only rank 0 writes checkpoints. Without
+`distributed` nothing of this runs: the single-process loop is the one below, unchanged.
 """
 
 from __future__ import annotations
@@ -21,6 +27,15 @@ from typing import Callable, Protocol
 
 import torch
 
+from ebm_core.distributed import (
+    DistributedContext,
+    all_reduce_gradients,
+    all_reduce_weighted,
+    any_rank,
+    broadcast_state,
+    rank_seed,
+    shard,
+)
 from ebm_core.checkpoint import load_checkpoint, save_checkpoint
 from ebm_core.errors import NonFiniteError
 from ebm_core.objectives.labelled import LabelledBatch, check_labels
@@ -130,6 +145,7 @@ def train_energy(
     device: str | torch.device | None = None,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
+    distributed: DistributedContext | None = None,
 ) -> TrainingHistory:
     """Train `energy_fn` in place with `objective`; returns the history.
 
@@ -137,12 +153,17 @@ def train_energy(
     device: where the energy, objective state and data live (default: the energy's device).
     checkpoint_dir / resume: write checkpoints every `config.checkpoint_every` steps; with `resume`,
     continue from the checkpoint there if one exists.
+    distributed: train as one rank of a torch.distributed group (module docstring); `generator` then
+    drives only the data order and must be seeded alike on every rank.
     """
     check_batch(x_train, name="x_train")  # (N, D)
     n_rows = x_train.shape[0]
     _check_label_use(objective, y_train, n_rows)
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs a checkpoint_dir")
+    if distributed is not None and resume:
+        raise ValueError("resume=True is not supported with distributed training (per-rank sampler state is not checkpointed)")
+    noise_generator = distributed.noise_generator if distributed is not None else generator
 
     # ---- placement, model wrapper, optimiser ------------------------------------------------
     device = torch.device(device) if device is not None else _module_device(energy_fn)
@@ -166,6 +187,8 @@ def train_energy(
         ],
         lr=config.learning_rate,
     )
+    if distributed is not None:  # every rank starts from rank 0's parameters and buffers
+        broadcast_state(parameters + list(energy_fn.buffers()), src=0, group=distributed.group)
     ema = ExponentialMovingAverage(energy_fn, config.ema_decay) if config.ema_decay else None
     history = TrainingHistory()
 
@@ -208,28 +231,39 @@ def train_energy(
         index = torch.randint(
             0, n_rows, (min(config.batch_size, n_rows),), generator=generator, device=generator.device
         ).to(device)
+        if distributed is not None:  # (B,) -> this rank's (B / world_size,) share
+            global_rows = index.shape[0]
+            index = shard(index, distributed.rank, distributed.world_size)
+            weight = index.shape[0] / global_rows
         x_batch = x_train[index]  # (B, D)
         batch = LabelledBatch(x_batch, y_train[index]) if y_train is not None else x_batch
 
-        divergence: Divergence | None = None
-        try:
-            with autocast():
-                output = objective(model, batch, generator)
-        except NonFiniteError as error:  # e.g. the sampler met a non-finite energy
-            divergence = Divergence(step, f"objective raised {type(error).__name__}: {error}", cause=error)
+        if distributed is not None:
+            divergence, output, loss_value, step_stats, grad_norm = _distributed_step(
+                step, model, objective, batch, noise_generator, autocast, optimizer, parameters, config,
+                distributed, weight, device,
+            )
         else:
-            loss_value = float(output.loss.detach())
-            divergence = check_loss(step, loss_value, output.stats, config.energy_limit)
-            if divergence is None:
-                optimizer.zero_grad(set_to_none=True)
-                output.loss.backward()
-                grad_norm = _clip_and_measure(parameters, config.grad_clip)
-                divergence = check_grad_norm(step, loss_value, grad_norm, config.grad_norm_limit)
+            divergence: Divergence | None = None
+            try:
+                with autocast():
+                    output = objective(model, batch, generator)
+            except NonFiniteError as error:  # e.g. the sampler met a non-finite energy
+                divergence = Divergence(step, f"objective raised {type(error).__name__}: {error}", cause=error)
+            else:
+                loss_value = float(output.loss.detach())
+                step_stats = output.stats
+                divergence = check_loss(step, loss_value, output.stats, config.energy_limit)
+                if divergence is None:
+                    optimizer.zero_grad(set_to_none=True)
+                    output.loss.backward()
+                    grad_norm = _clip_and_measure(parameters, config.grad_clip)
+                    divergence = check_grad_norm(step, loss_value, grad_norm, config.grad_norm_limit)
 
         if divergence is not None:
             if len(history.rollbacks) >= config.max_rollbacks:
                 raise divergence.error(len(history.rollbacks))
-            step = _roll_back(divergence, last_good, restore, optimizer, generator, history, config)
+            step = _roll_back(divergence, last_good, restore, optimizer, generator, history, config, distributed)
             continue
 
         optimizer.step()
@@ -238,7 +272,7 @@ def train_energy(
 
         if step % config.log_every == 0 or step == config.n_steps:
             learning_rate = optimizer.param_groups[0]["lr"]
-            stats = {"param_grad_norm": grad_norm, "learning_rate": learning_rate, **output.stats}
+            stats = {"param_grad_norm": grad_norm, "learning_rate": learning_rate, **step_stats}
             history.record(step, loss_value, stats)
             metrics = {"loss": loss_value, **stats, "rollbacks": float(len(history.rollbacks))}
             for callback in callbacks:
@@ -248,7 +282,7 @@ def train_energy(
         if step % config.checkpoint_every == 0 or step == config.n_steps:
             if config.max_rollbacks > 0:
                 last_good = capture(step)
-            if checkpoint_dir is not None:
+            if checkpoint_dir is not None and (distributed is None or distributed.is_main):
                 history.seconds = time.perf_counter() - started
                 state = last_good if last_good is not None and last_good["step"] == step else capture(step)
                 save_checkpoint(checkpoint_dir, {**state, "history": history.to_dict(), "config": config.to_dict()})
@@ -261,7 +295,45 @@ def train_energy(
     return history
 
 
-def _roll_back(divergence, last_good, restore, optimizer, generator, history, config) -> int:
+def _distributed_step(
+    step, model, objective, batch, noise_generator, autocast, optimizer, parameters, config, distributed, weight, device
+):
+    """One rank's step: objective on its shard, then the reductions every rank agrees on.
+
+    Returns (divergence or None, output, global loss, global stats, global grad norm)."""
+    group = distributed.group
+    output, local_error = None, None
+    try:
+        with autocast():
+            output = objective(model, batch, noise_generator)
+    except NonFiniteError as error:
+        local_error = error
+    failed = any_rank(local_error is not None, distributed.world_size, distributed.rank, device, group)
+    if failed:
+        if local_error is not None:
+            reason = f"objective raised {type(local_error).__name__} on rank {distributed.rank}: {local_error}"
+            return Divergence(step, reason, cause=local_error), output, float("nan"), {}, float("nan")
+        reason = f"objective raised a non-finite error on rank(s) {', '.join(map(str, failed))}"
+        return Divergence(step, reason, cause=NonFiniteError(reason)), output, float("nan"), {}, float("nan")
+    # Global loss and telemetry: the shard-weighted mean over ranks (the global batch's mean).
+    names = sorted(output.stats)
+    local = torch.tensor(
+        [float(output.loss.detach())] + [float(output.stats[k]) for k in names], dtype=torch.float64, device=device
+    )
+    reduced = all_reduce_weighted(local, weight, group).tolist()
+    loss_value, step_stats = reduced[0], dict(zip(names, reduced[1:]))
+    divergence = check_loss(step, loss_value, step_stats, config.energy_limit)
+    if divergence is not None:
+        return divergence, output, loss_value, step_stats, float("nan")
+    optimizer.zero_grad(set_to_none=True)
+    output.loss.backward()
+    all_reduce_gradients(parameters, weight, group)  # now the global batch's gradient
+    grad_norm = _clip_and_measure(parameters, config.grad_clip)  # same on every rank
+    divergence = check_grad_norm(step, loss_value, grad_norm, config.grad_norm_limit)
+    return divergence, output, loss_value, step_stats, grad_norm
+
+
+def _roll_back(divergence, last_good, restore, optimizer, generator, history, config, distributed=None) -> int:
     """Restore the last good snapshot, lower the learning rate, reseed; return the step to run next."""
     learning_rate = optimizer.param_groups[0]["lr"] * config.rollback_lr_factor
     # The new seed comes from the diverged run's generator: different from the path that failed, yet
@@ -272,6 +344,8 @@ def _roll_back(divergence, last_good, restore, optimizer, generator, history, co
     for group in optimizer.param_groups:
         group["lr"] = learning_rate
     generator.manual_seed(seed)
+    if distributed is not None:  # the data order stays shared; each rank's noise gets its own new seed
+        distributed.noise_generator.manual_seed(rank_seed(seed, distributed.rank))
     record = RollbackRecord(
         step=divergence.step,
         restored_step=last_good["step"],

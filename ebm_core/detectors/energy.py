@@ -19,6 +19,7 @@ from ebm_core.checkpoint import load_checkpoint
 from ebm_core.detectors.base import check_feature_names, check_features
 from ebm_core.detectors.energy_config import DetectorConfig
 from ebm_core.detectors.trained import TrainedEnergyDetector
+from ebm_core.distributed import DistributedContext
 from ebm_core.energies.classifier import ClassifierEnergy, ClassifierEnergyConfig
 from ebm_core.energies.mlp import MLPEnergy, MLPEnergyConfig
 from ebm_core.errors import ShapeError
@@ -45,6 +46,7 @@ class EnergyDetector(TrainedEnergyDetector):
         feature_names: list[str] | None = None,
         callbacks: tuple[TrainingCallback, ...] = (),
         checkpoint_dir: str | Path | None = None,
+        distributed: DistributedContext | None = None,
     ) -> "EnergyDetector":
         """Learn the standardisation and train the energy with `config.objective`.
 
@@ -55,6 +57,9 @@ class EnergyDetector(TrainedEnergyDetector):
         checkpoint_dir: write training checkpoints there every `train.checkpoint_every` steps; when it
         already holds one from the same fit (same config, seed and data), training resumes from it and
         ends with the parameters an uninterrupted fit would have. A checkpoint of another fit is refused.
+        distributed: fit as one rank of a torch.distributed group (`ebm_core.distributed`): the data order
+        comes from `seed` on every rank, the objective's noise (and replay buffer) from the rank's own
+        `noise_generator`; only rank 0 writes checkpoints, and a distributed fit does not resume.
         """
         x = check_features(x, "x")
         self._reset_fitted_state()
@@ -73,6 +78,8 @@ class EnergyDetector(TrainedEnergyDetector):
         if not objective_config.uses_outliers:
             outliers = None  # only objectives that train on them see them (and the checkpoint fingerprint)
         outliers = check_features(outliers, "outliers", x.shape[1]) if outliers is not None else None
+        if checkpoint_dir is not None and distributed is not None and not distributed.is_main:
+            checkpoint_dir = None  # only rank 0 writes checkpoints
         if checkpoint_dir is not None:
             _claim_checkpoint_dir(Path(checkpoint_dir), config, seed, x, y_index, classes, outliers)
 
@@ -89,7 +96,11 @@ class EnergyDetector(TrainedEnergyDetector):
         outliers_std = None
         if outliers is not None:
             outliers_std = torch.as_tensor(self._standardize(outliers), dtype=torch.float32)
-        objective = objective_config.build(ObjectiveContext(x_std, generator, config.sampler, outliers_std))
+        # Distributed: build-time draws (e.g. the replay buffer's fill) and the buffer's own draws use the
+        # rank's noise generator; `generator` then drives only the shared data order.
+        noise = distributed.noise_generator if distributed is not None else generator
+        build_config = _per_rank(objective_config, distributed.world_size) if distributed is not None else objective_config
+        objective = build_config.build(ObjectiveContext(x_std, noise, config.sampler, outliers_std))
         energy = _build_energy(self.energy_kind_, self.n_features_in_, classes, config, seed)
         self.history_: TrainingHistory = train_energy(
             energy,
@@ -101,7 +112,8 @@ class EnergyDetector(TrainedEnergyDetector):
             y_train=torch.as_tensor(y_index, dtype=torch.long) if uses_labels else None,
             device=config.device,
             checkpoint_dir=checkpoint_dir,
-            resume=checkpoint_dir is not None,
+            resume=checkpoint_dir is not None and distributed is None,
+            distributed=distributed,
         )
         self.energy_ = _with_score_temperature(energy.eval(), config.score_temperature)
         return self
@@ -153,6 +165,16 @@ def _build_energy(kind: str, n_features: int, classes: list | None, config: Dete
         if kind == "mlp":
             return MLPEnergy(MLPEnergyConfig(n_features, config.hidden_dims, config.spectral_norm))
     raise ValueError(f"unknown energy kind {kind!r}; expected 'mlp' or 'classifier'")
+
+
+def _per_rank(objective_config, world_size: int):
+    """A rank's share of a replay buffer: capacity / world_size, so the ranks' buffers together hold the
+    configured capacity and each chain is continued as often as in one process (each rank draws B /
+    world_size chains per step). Objectives without a buffer are returned as they are."""
+    capacity = getattr(objective_config, "buffer_capacity", None)
+    if capacity is None or world_size == 1:
+        return objective_config
+    return replace(objective_config, buffer_capacity=max(1, -(-capacity // world_size)))
 
 
 def _with_score_temperature(energy, score_temperature: float | None):

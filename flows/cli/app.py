@@ -96,6 +96,10 @@ def demo(
         None, help="MCMC sampler for the negatives of cd / cdk / jem: langevin, mala or hmc (with --objective)."
     ),
     progress: bool = typer.Option(True, help="Show a training progress bar."),
+    nproc: int = typer.Option(
+        1, min=1, help="Train the --objective detector data-parallel on this many processes (torchrun DDP: "
+        "gloo on CPU, nccl with one GPU each); same global batch and seed. The selection stage fans out with Dask instead.",
+    ),
 ):
     """Train and register a guard on scikit-learn's bundled digits (0-5 in-distribution; 6-9, noise
     and inverted digits as OOD), then print its evaluation summary. Needs no server and no download.
@@ -106,8 +110,9 @@ def demo(
     from flows.pipeline.config import PipelineConfig, demo_config
 
     pipeline_config = _configured(_load_config(config, demo_config), objective, steps, sampler, budget)
+    _check_nproc(pipeline_config, nproc)
     _check_runnable(pipeline_config)
-    _run_pipeline(pipeline_config, source=None, progress=progress)
+    _run_pipeline(pipeline_config, source=None, progress=progress, nproc=nproc)
 
 
 @app.command()
@@ -158,6 +163,9 @@ def train(
     ),
     steps: Optional[int] = typer.Option(None, min=1, help="Training steps of the --objective detector."),
     progress: bool = typer.Option(True, help="Show progress bars."),
+    nproc: int = typer.Option(
+        1, min=1, help="Train the --objective detector data-parallel on this many processes (see `ebmops demo --help`).",
+    ),
 ):
     """Train a guard on your data through the train_and_register flow and register it as `challenger`.
 
@@ -180,6 +188,7 @@ def train(
         if given:
             raise typer.BadParameter(f"{', '.join(given)} go with --data (CSV/Parquet files), not --dataset or --data-dir")
     pipeline_config = _configured(_load_config(config, default_config), objective, steps, sampler, budget)
+    _check_nproc(pipeline_config, nproc)
     if data_dir is not None:
         source = VectorDirSource(str(data_dir))
     elif dataset is not None:
@@ -205,7 +214,7 @@ def train(
                 )
     _check_runnable(pipeline_config)
     _check_data_before_flow(pipeline_config, source)
-    _run_pipeline(pipeline_config, source=source, progress=progress)
+    _run_pipeline(pipeline_config, source=source, progress=progress, nproc=nproc)
 
 
 @app.command()
@@ -363,6 +372,19 @@ def _check_single_detector_options(objective, steps, sampler, budget) -> None:
         raise typer.BadParameter("--budget scales the selection stage, which --objective turns off")
 
 
+def _check_nproc(pipeline_config, nproc: int) -> None:
+    """--nproc > 1 trains the one detector --objective names; the selection stage fans out with Dask."""
+    if nproc > 1 and pipeline_config.selection.enabled:
+        raise typer.BadParameter(
+            "--nproc trains the one --objective detector on several processes (torchrun DDP); the selection "
+            "stage fans its candidates out with Dask instead (EBMOPS_DASK_ADDRESS): give --objective or drop --nproc"
+        )
+    if nproc > pipeline_config.detector.train.batch_size:
+        raise typer.BadParameter(
+            f"--nproc {nproc} exceeds the global batch size {pipeline_config.detector.train.batch_size}"
+        )
+
+
 def _with_sampler(pipeline_config, sampler: str):
     from dataclasses import replace
 
@@ -373,7 +395,7 @@ def _with_sampler(pipeline_config, sampler: str):
     return replace(pipeline_config, detector=pipeline_config.detector.with_sampler(sampler))
 
 
-def _run_pipeline(pipeline_config, source, progress: bool) -> None:
+def _run_pipeline(pipeline_config, source, progress: bool, nproc: int = 1) -> None:
     from flows import settings
     from flows.cli.summary import print_pipeline_summary
     from flows.data.text_splits import TextCheckFailed
@@ -386,7 +408,7 @@ def _run_pipeline(pipeline_config, source, progress: bool) -> None:
     for logger in prefect_loggers:
         logger.addFilter(quiet)
     try:
-        result = train_and_register(pipeline_config, source=source, progress=progress)
+        result = train_and_register(pipeline_config, source=source, progress=progress, nproc=nproc)
     except (DataCheckFailed, TextCheckFailed) as failure:
         refuse(failure.one_line(), "Stopped before training (the model registry was not changed)")
     except refusals as error:
@@ -432,6 +454,9 @@ def _register_commands() -> None:
     from flows.cli.monitor import monitor_command
 
     app.command("monitor")(monitor_command)
+    from flows.cli.score import score_command
+
+    app.command("score")(score_command)
 
 
 _register_commands()

@@ -146,9 +146,20 @@ def validate_data(data: PreparedData, run_dir: Path, alpha: float = 0.05) -> Pat
 
 
 def train_detector(
-    data: PreparedData, detector_config: DetectorConfig, seed: int, out_dir: Path, progress: bool = True
+    data: PreparedData,
+    detector_config: DetectorConfig,
+    seed: int,
+    out_dir: Path,
+    progress: bool = True,
+    nproc: int = 1,
 ) -> Path:
-    """Train the one configured EnergyDetector (the selection stage turned off)."""
+    """Train the one configured EnergyDetector (the selection stage turned off).
+
+    nproc > 1: data-parallel on that many processes under torchrun (`train_detector_distributed`)."""
+    if nproc > 1:
+        return train_detector_distributed(data, detector_config, seed, out_dir, nproc)
+    if nproc < 1:
+        raise ValueError(f"nproc must be >= 1, got {nproc}")
     x_train, labels = read_training_rows(data)
     callbacks = (TqdmProgress(f"training ({detector_config.objective_name})"),) if progress else ()
     outliers = None
@@ -167,6 +178,104 @@ def train_detector(
         for callback in callbacks:
             callback.close()
     return detector.save(out_dir)
+
+
+class DistributedTrainingError(RuntimeError):
+    """A rank of a torchrun training failed; the message is that rank's error, in one line."""
+
+
+def train_detector_distributed(
+    data: PreparedData, detector_config: DetectorConfig, seed: int, out_dir: Path, nproc: int
+) -> Path:
+    """Train the detector on `nproc` processes: `torchrun --standalone` runs `flows.pipeline.ddp_train`.
+
+    Same global batch (`train.batch_size`, split B/nproc per rank) and seed as one process. Rank 0 saves
+    into a staging folder; the detector moves to `out_dir` only when every rank exited 0, so a failure
+    leaves no detector folder behind, and raises `DistributedTrainingError` naming the failing rank's
+    error. The job file, torchrun's log and any per-rank traceback stay in `<out_dir>.ddp/`."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import uuid
+
+    import torch
+
+    if nproc > detector_config.train.batch_size:
+        raise ValueError(
+            f"--nproc {nproc} exceeds the global batch size {detector_config.train.batch_size}: "
+            "every process needs rows of each batch"
+        )
+    if detector_config.device.startswith("cuda") and torch.cuda.device_count() < nproc:
+        raise ValueError(f"--nproc {nproc} needs {nproc} GPUs for device {detector_config.device!r}; "
+                         f"torch sees {torch.cuda.device_count()}")
+    out_dir = Path(out_dir)
+    job_dir = out_dir.with_name(out_dir.name + ".ddp")
+    shutil.rmtree(job_dir, ignore_errors=True)
+    job_dir.mkdir(parents=True)
+    staging = out_dir.with_name(f".{out_dir.name}.ddp-{uuid.uuid4().hex[:8]}")
+    job_path = job_dir / "job.json"
+    write_text_atomic(job_path, json.dumps(ddp_job(data, detector_config, seed, staging), indent=2))
+    log_path = job_dir / "torchrun.log"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+        "-m", "flows.pipeline.ddp_train", "--job", str(job_path),
+    ]
+    repo_root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (repo_root, os.environ.get("PYTHONPATH")) if p)}
+    env.setdefault("OMP_NUM_THREADS", "1")
+    print(f"training on {nproc} processes (torchrun); log: {log_path}")
+    try:
+        with open(log_path, "w") as log:
+            returncode = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=repo_root).returncode
+        if returncode != 0:
+            raise DistributedTrainingError(_ddp_failure(job_dir, returncode, log_path, nproc))
+        if not (staging / "detector.json").exists():
+            raise DistributedTrainingError(f"torchrun exited 0 but rank 0 saved no detector (see {log_path})")
+        return load_detector(staging).save(out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def ddp_job(data: PreparedData, detector_config: DetectorConfig, seed: int, staging_dir: Path) -> dict:
+    """What the ranks of `flows.pipeline.ddp_train` need, as JSON (paths and plain config, no pickles)."""
+    return {
+        "data": {
+            "split_paths": dict(data.split_paths),
+            "feature_columns": list(data.feature_columns),
+            "ood_splits": list(data.ood_splits),
+            "value_range": list(data.value_range) if data.value_range is not None else None,
+            "allowed_labels": list(data.allowed_labels) if data.allowed_labels is not None else None,
+            "fingerprints": dict(data.fingerprints),
+        },
+        "detector_config": detector_config.to_dict(),
+        "seed": int(seed),
+        "staging_dir": str(staging_dir),
+    }
+
+
+def _ddp_failure(job_dir: Path, returncode: int, log_path: Path, nproc: int) -> str:
+    """One line: the failing rank's own error, not the connection errors its exit caused on the others."""
+    import re
+
+    errors = {int(p.name[4:].split(".")[0]): p.read_text().strip() for p in job_dir.glob("rank*.error")}
+    secondary = ("Connection reset by peer", "Connection closed by peer", "DistBackendError", "DistNetworkError",
+                 "DistStoreError")
+    primary = {rank: e for rank, e in errors.items() if not any(s in e for s in secondary)}
+    if primary:
+        rank = min(primary)
+        return f"distributed training failed on rank {rank}: {primary[rank]} (log: {log_path})"
+    log = log_path.read_text(errors="replace") if log_path.exists() else ""
+    killed = sorted({int(r) for r in re.findall(r"exitcode: -9\)? local_rank: (\d+)", log)}
+                    | {r for r in range(nproc) if r not in errors and f"local_rank: {r}" in log})
+    if killed:
+        return (f"distributed training failed: rank {', '.join(map(str, killed))} stopped without reporting an "
+                f"error (killed?); no detector was saved (log: {log_path})")
+    if errors:
+        rank = min(errors)
+        return f"distributed training failed on rank {rank}: {errors[rank]} (log: {log_path})"
+    return (f"distributed training failed: torchrun exited with status {returncode} and no rank reported an "
+            f"error; no detector was saved (log: {log_path})")
 
 
 def read_training_rows(data: PreparedData) -> tuple[np.ndarray, np.ndarray | None]:

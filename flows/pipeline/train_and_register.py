@@ -13,14 +13,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from prefect import flow, task, unmapped
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from evaluation.files import write_json_atomic
 from flows import settings
 from flows.data import text_splits
 from flows.data.sources import TEXT_SOURCES, DataSource, VectorDirSource
 from flows.guard import registry
-from flows.pipeline import selection, steps
+from flows.pipeline import selection, steps, task_runners
 from flows.pipeline.config import PipelineConfig
 from flows.pipeline.run_markers import RUN_COMPLETE_MARKER, RUN_FAILED_MARKER, RUN_STARTED_MARKER
 
@@ -31,7 +30,19 @@ load_task = task(name="load")(steps.load_data)
 validate_task = task(name="validate")(steps.validate_data)
 train_task = task(name="train")(steps.train_detector)
 plan_selection_task = task(name="plan selection")(steps.plan_selection)
-candidate_task = task(name="candidate", task_run_name="candidate {spec.name}")(selection.evaluate_candidate)
+
+
+def evaluate_candidate(
+    spec: selection.CandidateSpec, folds_path: str | Path, step_scale: float = 1.0, seed: int = 0
+) -> selection.CandidateResult:
+    """`selection.evaluate_candidate` wherever the task runner puts it (a Dask worker process too):
+    torch threads set as in the flow's process, one candidate at a time per process."""
+    settings.configure_torch_threads()
+    with task_runners.one_task_at_a_time():
+        return selection.evaluate_candidate(spec, folds_path, step_scale, seed)
+
+
+candidate_task = task(name="candidate", task_run_name="candidate {spec.name}")(evaluate_candidate)
 validation_baselines_task = task(name="validation baselines")(selection.validation_baselines)
 finish_selection_task = task(name="choose")(steps.finish_selection)
 fit_selected_task = task(name="refit winner")(steps.fit_selected)
@@ -52,15 +63,23 @@ class PipelineResult:
 
 # One task at a time in-process: parameter initialisation draws from torch's global generator (forked
 # and seeded per model), which threads would interleave, and the same seed must give the same winner.
-@flow(name="train_and_register", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
+# EBMOPS_DASK_ADDRESS (`local` or a scheduler address) sends the candidates to Dask worker processes
+# instead, with the same results (flows/pipeline/task_runners.py).
+@flow(name="train_and_register", log_prints=True, task_runner=task_runners.FanOutTaskRunner())
 def train_and_register(
     config: PipelineConfig,
     source: DataSource | None = None,
     data_dir: Path | None = None,
     progress: bool = True,
+    nproc: int = 1,
 ) -> PipelineResult:
     """source: where the data comes from (default: the digits demo); data_dir is short for
-    VectorDirSource(data_dir). Text sources are checked and embedded here, inside the flow."""
+    VectorDirSource(data_dir). Text sources are checked and embedded here, inside the flow.
+    nproc > 1 trains the one configured detector on that many processes (torchrun DDP); the selection
+    stage fans its candidates out through the task runner instead, so it takes nproc = 1 only."""
+    if nproc > 1 and config.selection.enabled:
+        raise ValueError("nproc > 1 trains one detector (selection off, e.g. --objective); the selection stage "
+                         "fans out its candidates through the task runner (Dask) instead")
     started = time.perf_counter()
     settings.configure_torch_threads()
     if data_dir is not None:
@@ -71,7 +90,7 @@ def train_and_register(
     registry.configure_tracking()
     registry.close_abandoned_runs(config.experiment_name)
     try:
-        result = _run_stages(config, source, run_dir, progress, started)
+        result = _run_stages(config, source, run_dir, progress, started, nproc)
     except BaseException as error:
         mark_run(run_dir, RUN_FAILED_MARKER, error=f"{type(error).__name__}: {error}"[:2000])
         raise
@@ -80,7 +99,8 @@ def train_and_register(
 
 
 def _run_stages(
-    config: PipelineConfig, source: DataSource | None, run_dir: Path, progress: bool, started: float
+    config: PipelineConfig, source: DataSource | None, run_dir: Path, progress: bool, started: float,
+    nproc: int = 1,
 ) -> PipelineResult:
     text_check_path = None
     if isinstance(source, TEXT_SOURCES):
@@ -106,11 +126,12 @@ def _run_stages(
     selection_path = None
     if config.selection.enabled:
         plan = plan_selection_task(data, config, run_dir)
-        futures = candidate_task.map(
-            plan.candidates, folds_path=unmapped(plan.folds_path), step_scale=unmapped(plan.step_scale),
-            seed=unmapped(config.seed),
-        )
-        results = [future.result() for future in futures]
+        with task_runners.workers_use_this_api():
+            futures = candidate_task.map(
+                plan.candidates, folds_path=unmapped(plan.folds_path), step_scale=unmapped(plan.step_scale),
+                seed=unmapped(config.seed),
+            )
+            results = [future.result() for future in futures]
         baselines = validation_baselines_task(plan.folds_path)
         timings["selection_seconds"] = time.perf_counter() - t0
         selection_path = finish_selection_task(plan, results, baselines, run_dir, timings["selection_seconds"])
@@ -118,7 +139,7 @@ def _run_stages(
         detector_dir = fit_selected_task(data, plan, selection_path, config.seed, run_dir / "detector", progress)
         timings["train_seconds"] = time.perf_counter() - t1
     else:
-        detector_dir = train_task(data, config.detector, config.seed, run_dir / "detector", progress)
+        detector_dir = train_task(data, config.detector, config.seed, run_dir / "detector", progress, nproc)
         timings["train_seconds"] = time.perf_counter() - t0
     detector_dir = calibrate_task(detector_dir, data, config.alpha)
     outputs = evaluate_task(detector_dir, data, config, run_dir, timings, selection_path)

@@ -307,3 +307,71 @@ def test_worker_runs_a_deployment(team_servers, demo):
     with as_client(team_servers, ADMIN_USER, ADMIN_PASSWORD):
         experiments = [e.name for e in MlflowClient().search_experiments()]
     assert any("monitor" in name for name in experiments), experiments
+
+
+FETCH_VERSION = """
+import json, sys
+from mlflow import MlflowClient
+from flows.guard.guard import Guard
+
+version = sys.argv[1]
+guard = Guard.load(f"models:/ebm-guard/{version}")
+print(json.dumps({"version": str(guard.version), "source": MlflowClient().get_model_version("ebm-guard", version).source,
+                  "features": len(guard.feature_names)}))
+"""
+
+
+def test_nightly_retrain_triggers_a_promotion_run_by_the_worker(team_servers, demo):
+    """The retraining deployment runs on the worker; its completion event starts the promotion deployment
+    (a Prefect automation on the server); the new version's files reach a client in another folder over HTTP."""
+    import time
+
+    from mlflow import MlflowClient
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    home = client_folder("nightly")
+    with as_client(team_servers, ADMIN_USER, ADMIN_PASSWORD):
+        versions_before = {str(v.version) for v in MlflowClient().search_model_versions(f"name='{MODEL}'")}
+    deployed = run_client([EBMOPS, "deploy", "--training-steps", "60"], team_servers, home, ADMIN_USER, ADMIN_PASSWORD)
+    assert deployed.returncode == 0, tail(deployed)
+    started = time.time()
+    ran = run_client(
+        [str(Path(sys.executable).with_name("prefect")), "deployment", "run", "retrain/nightly-retrain",
+         "--watch", "--watch-timeout", "900"],
+        team_servers, home, ADMIN_USER, ADMIN_PASSWORD, timeout=1000,
+    )
+    assert ran.returncode == 0 and "Completed" in ran.stdout, tail(ran)
+
+    # The promotion the completion event triggered: wait for it to finish on the worker.
+    promotion = None
+    with as_client(team_servers, ADMIN_USER, ADMIN_PASSWORD):
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            with get_client(sync_client=True) as client:
+                runs = client.read_flow_runs(
+                    deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["promote-after-retrain"]))
+                )
+            finished = [r for r in runs if r.state and r.state.is_final() and r.created.timestamp() >= started - 5]
+            if finished:
+                promotion = finished[0]
+                break
+            time.sleep(5)
+        assert promotion is not None, "no promote-after-retrain flow run finished within 10 minutes of the retraining"
+        assert promotion.state.is_completed(), promotion.state
+        client = MlflowClient()
+        new_versions = {str(v.version) for v in client.search_model_versions(f"name='{MODEL}'")} - versions_before
+        assert len(new_versions) == 1, new_versions
+        (new_version,) = new_versions
+        # The decision is on record in the shared MLflow audit runs, made by the automation.
+        from flows.ops.promotion import champion_history
+
+        decisions = [h for h in champion_history(MODEL) if h["actor"] == "prefect-automation"]
+        assert decisions and decisions[-1]["challenger"] == new_version, decisions
+        assert decisions[-1]["decision"] in ("promoted", "refused", "noop")
+    fetched = run_client([sys.executable, "-c", FETCH_VERSION, new_version], team_servers, client_folder("fetch"),
+                         ADMIN_USER, ADMIN_PASSWORD)
+    assert fetched.returncode == 0, tail(fetched)
+    loaded = json.loads(fetched.stdout.strip().splitlines()[-1])
+    assert loaded["version"] == new_version and loaded["source"].startswith(("mlflow-artifacts:", "models:/"))
+    print(f"nightly retrain -> v{new_version}; triggered promotion {promotion.name}: {decisions[-1]['decision']}")
