@@ -457,6 +457,9 @@ def _register_commands() -> None:
     from flows.cli.score import score_command
 
     app.command("score")(score_command)
+    from flows.cli.monitor_report import monitor_report_command
+
+    app.command("monitor-report")(monitor_report_command)
 
 
 _register_commands()

@@ -508,6 +508,10 @@ def update_with_batch(
             "n_flagged": stats.flag_rate.k,
             "alarm": alarm,
             "processed_at": time.time(),
+            # per batch, so the monitoring report can draw problem rates over time
+            "feedback_counts": counts,
+            "first_timestamp": scored.first_timestamp,
+            "last_timestamp": scored.last_timestamp,
         }
     )
     return BatchRecord(
