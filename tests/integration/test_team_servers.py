@@ -349,8 +349,11 @@ def test_nightly_retrain_triggers_a_promotion_run_by_the_worker(team_servers, de
     assert ran.returncode == 0 and "Completed" in ran.stdout, tail(ran)
 
     # The promotion the completion event triggered: wait for it to finish on the worker.
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     promotion = None
-    with as_client(team_servers, ADMIN_USER, ADMIN_PASSWORD):
+    # Prefect reads its settings once: point this process's client at the team server explicitly.
+    with as_client(team_servers, ADMIN_USER, ADMIN_PASSWORD), temporary_settings({PREFECT_API_URL: team_servers.prefect_api}):
         deadline = time.time() + 600
         while time.time() < deadline:
             with get_client(sync_client=True) as client:
