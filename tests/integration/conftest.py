@@ -120,6 +120,58 @@ def team_servers():
             print(f"infra/servers-down.sh failed (exit {stopped.returncode}):\n{stopped.stderr[-4000:]}", file=sys.stderr)
 
 
+@pytest.fixture(scope="session")
+def dask_scheduler(team_servers):
+    """A Dask scheduler and two single-thread worker processes on loopback (`dask scheduler` /
+    `dask worker`, as a team would run them), the workers pointed at the team servers like any client;
+    yields the scheduler address; stopped at the end."""
+    import socket
+    import time
+
+    bin_dir = Path(sys.executable).parent
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    logs = Path(tempfile.mkdtemp(prefix="ebmops-dask-"))
+    worker_env = client_env(team_servers, client_folder("dask-workers"), team_servers.admin_user, team_servers.admin_password)
+    processes = [subprocess.Popen(
+        [str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        stdout=open(logs / "scheduler.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+    )]
+    try:
+        from distributed import Client
+
+        deadline = time.time() + 120
+        while True:
+            try:
+                with Client(address, timeout=5):
+                    break
+            except OSError:
+                if time.time() > deadline:
+                    pytest.fail(f"the Dask scheduler did not start: {(logs / 'scheduler.log').read_text()[-2000:]}")
+                time.sleep(1)
+        for i in range(2):
+            processes.append(subprocess.Popen(
+                [str(bin_dir / "dask"), "worker", address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard",
+                 "--host", "127.0.0.1"],
+                stdout=open(logs / f"worker-{i}.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+                env=worker_env,
+            ))
+        with Client(address, timeout=30) as client:
+            client.wait_for_workers(2, timeout=120)
+        yield address
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(logs, ignore_errors=True)
+
+
 # --- clients -----------------------------------------------------------------------------------------
 
 

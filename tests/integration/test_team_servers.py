@@ -290,6 +290,36 @@ def test_refused_promotion_leaves_no_open_intent(team_servers, reader_home):
     assert refused and "refused the move" in refused[-1]["settle_note"]
 
 
+def test_batch_scoring_on_a_dask_scheduler_with_two_workers_equals_in_process(team_servers, demo, dask_scheduler):
+    """`ebmops score` with EBMOPS_DASK_ADDRESS pointing at a running scheduler: the row groups go to the two
+    workers, and the output equals the in-process one."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    home = client_folder("score")
+    frame = pd.read_parquet(demo["run_dir"] / "data" / "in_test.parquet").drop(columns=["label"], errors="ignore")
+    frame = pd.concat([frame] * 8, ignore_index=True)
+    traffic = home / "traffic.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), traffic, row_group_size=256)
+    outputs = {}
+    for name, extra in (("in-process", {}), ("dask", {"EBMOPS_DASK_ADDRESS": dask_scheduler})):
+        out = home / f"scores-{name}.parquet"
+        env_args = [f"{k}={v}" for k, v in extra.items()]
+        result = run_client(
+            ["env", *env_args, EBMOPS, "score", "--model", "models:/ebm-guard/1", "--input", str(traffic),
+             "--output", str(out), "--batch-rows", "256"],
+            team_servers, home, ADMIN_USER, ADMIN_PASSWORD, timeout=900,
+        )
+        assert result.returncode == 0, tail(result)
+        outputs[name] = pd.read_parquet(out)
+    assert len(outputs["dask"]) == len(frame) and pq.ParquetFile(traffic).num_row_groups > 2
+    pd.testing.assert_frame_equal(outputs["dask"], outputs["in-process"])
+    from distributed import Client
+
+    with Client(dask_scheduler, timeout=30) as client:
+        assert len(client.scheduler_info()["workers"]) == 2
+
+
 def test_worker_runs_a_deployment(team_servers, demo):
     home = client_folder("deploy")
     deployed = run_client([EBMOPS, "deploy"], team_servers, home, ADMIN_USER, ADMIN_PASSWORD)
