@@ -13,7 +13,7 @@ from rich.console import Console
 from typer._click import exceptions as click_exceptions  # typer's own click
 from typer.core import TyperGroup
 
-from flows.cli.summary import EXIT_BAD_INPUT, print_refusal, refuse
+from flows.cli.summary import EXIT_BAD_INPUT, prefect_quiet_about, print_refusal, refuse
 from flows.guard.names import DEFAULT_CHALLENGER_URI
 
 
@@ -107,7 +107,7 @@ def demo(
     The selection stage trains every candidate of the packaged search space (kernel densities, trained
     label-free EBMs, classifier / margin / JEM energies, a contrastive head, compositions), chooses one on
     held-out digit classes (never on 6-9), refits it and registers it."""
-    from flows.pipeline.config import PipelineConfig, demo_config
+    from flows.pipeline.config import demo_config
 
     pipeline_config = _configured(_load_config(config, demo_config), objective, steps, sampler, budget)
     _check_nproc(pipeline_config, nproc)
@@ -174,7 +174,7 @@ def train(
     raw text (a `text` column) as well as embedding columns. Only --data is required.
     """
     from flows.data.sources import Clinc150Source, TextTablesSource, VectorDirSource
-    from flows.pipeline.config import PipelineConfig, default_config
+    from flows.pipeline.config import default_config
 
     sources = sum(x is not None for x in (data, dataset, data_dir))
     if sources != 1:
@@ -403,12 +403,9 @@ def _run_pipeline(pipeline_config, source, progress: bool, nproc: int = 1) -> No
     from flows.pipeline.train_and_register import train_and_register
 
     refusals = _refusal_types(loading=False)
-    quiet = _QuietRefusals(refusals)
-    prefect_loggers = [logging.getLogger(name) for name in ("prefect.flow_runs", "prefect.task_runs")]
-    for logger in prefect_loggers:
-        logger.addFilter(quiet)
     try:
-        result = train_and_register(pipeline_config, source=source, progress=progress, nproc=nproc)
+        with prefect_quiet_about(refusals):
+            result = train_and_register(pipeline_config, source=source, progress=progress, nproc=nproc)
     except (DataCheckFailed, TextCheckFailed) as failure:
         refuse(failure.one_line(), "Stopped before training (the model registry was not changed)")
     except refusals as error:
@@ -417,28 +414,7 @@ def _run_pipeline(pipeline_config, source, progress: bool, nproc: int = 1) -> No
         if os.environ.get("EBMOPS_DEBUG"):
             raise
         refuse(f"{type(error).__name__}: {error} (EBMOPS_DEBUG=1 shows the traceback)", "Pipeline failed", code=1)
-    finally:
-        for logger in prefect_loggers:
-            logger.removeFilter(quiet)
     print_pipeline_summary(result, settings.tracking_uri(), console)
-
-
-class _QuietRefusals(logging.Filter):
-    """Drops Prefect's error records (and their tracebacks) for an expected refusal: bad input is
-    reported once, in one line, by the command."""
-
-    def __init__(self, refusals: tuple[type[BaseException], ...]):
-        super().__init__()
-        self.refusals = refusals
-        self.names = tuple(sorted(cls.__name__ for cls in refusals))
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], self.refusals):
-            return False
-        if record.levelno >= logging.WARNING:
-            message = record.getMessage()
-            return not any(name in message for name in self.names)
-        return True
 
 
 def _register_commands() -> None:

@@ -11,7 +11,6 @@ every row was scored.
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Annotated, Optional
@@ -19,7 +18,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from flows.cli.summary import refuse
+from flows.cli.summary import prefect_quiet_about, refuse
 from flows.guard.names import DEFAULT_CHAMPION_URI
 
 
@@ -39,16 +38,13 @@ def score_command(
     from flows.ops.batch_scoring import BatchInputError, batch_score, check_input, check_paths, load_guard
 
     refusals = (BatchInputError, LookupError, ValueError, FileNotFoundError, registry.RegistryError)
-    quiet = _QuietErrors(refusals)
-    prefect_loggers = [logging.getLogger(name) for name in ("prefect.flow_runs", "prefect.task_runs")]
-    for logger in prefect_loggers:
-        logger.addFilter(quiet)
     try:
-        # before the flow: a missing model or a file without the guard's columns is one line, not a
-        # failed flow run (values are checked while scoring, inside the flow)
-        check_paths(input_path, output_path)
-        check_input(input_path, load_guard(model).feature_names, id_column)
-        summary = batch_score(model, str(input_path), str(output_path), batch_rows, id_column)
+        with prefect_quiet_about(refusals):
+            # before the flow: a missing model or a file without the guard's columns is one line, not a
+            # failed flow run (values are checked while scoring, inside the flow)
+            check_paths(input_path, output_path)
+            check_input(input_path, load_guard(model).feature_names, id_column)
+            summary = batch_score(model, str(input_path), str(output_path), batch_rows, id_column)
     except (KeyboardInterrupt, typer.Exit):
         raise
     except refusals as error:
@@ -57,31 +53,12 @@ def score_command(
         if os.environ.get("EBMOPS_DEBUG"):
             raise
         refuse(f"{type(error).__name__}: {error} (EBMOPS_DEBUG=1 shows the traceback)", "Scoring failed", code=1)
-    finally:
-        for logger in prefect_loggers:
-            logger.removeFilter(quiet)
     share = summary.flagged / summary.rows if summary.rows else 0.0
     Console().print(
         f"scored {summary.rows} rows with {summary.model_uri} -> {summary.output_path}: "
         f"{summary.flagged} flagged ({share:.1%}), {summary.rows_per_second:,.0f} rows/s, "
         f"{summary.parts} part(s)"
     )
-
-
-class _QuietErrors(logging.Filter):
-    """Drops Prefect's error records for an expected refusal: it is reported once, in one line."""
-
-    def __init__(self, refusals: tuple[type[BaseException], ...]):
-        super().__init__()
-        self.refusals = refusals
-        self.names = tuple(sorted(cls.__name__ for cls in refusals))
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], self.refusals):
-            return False
-        if record.levelno >= logging.WARNING:
-            return not any(name in record.getMessage() for name in self.names)
-        return True
 
 
 __all__ = ["score_command"]

@@ -11,7 +11,10 @@ Each takes the rich Console to print on (a new one when omitted).
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,37 @@ def refuse(message: object, prefix: str = "error", code: int = EXIT_BAD_INPUT):
 
     print_refusal(message, prefix)
     raise typer.Exit(code=code)
+
+
+class QuietRefusals(logging.Filter):
+    """Drops Prefect's error records (and their tracebacks) for an expected refusal: bad input is
+    reported once, in one line, by the command."""
+
+    def __init__(self, refusals: tuple[type[BaseException], ...]):
+        super().__init__()
+        self.refusals = refusals
+        self.names = tuple(sorted(cls.__name__ for cls in refusals))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], self.refusals):
+            return False
+        if record.levelno >= logging.WARNING:
+            return not any(name in record.getMessage() for name in self.names)
+        return True
+
+
+@contextmanager
+def prefect_quiet_about(refusals: tuple[type[BaseException], ...]) -> Iterator[None]:
+    """While a flow runs for the command: Prefect logs nothing about the expected `refusals`."""
+    quiet = QuietRefusals(refusals)
+    loggers = [logging.getLogger(name) for name in ("prefect.flow_runs", "prefect.task_runs")]
+    for logger in loggers:
+        logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(quiet)
 
 
 # --- evaluation reports ---------------------------------------------------------------------------

@@ -9,7 +9,8 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli.app import _QuietRefusals, _refusal_types, app
+from flows.cli.app import _refusal_types, app
+from flows.cli.summary import QuietRefusals
 
 
 def _lines(text: str) -> list[str]:
@@ -54,7 +55,7 @@ def _record(level: int, message: str, error: BaseException | None = None) -> log
 def test_prefect_records_of_an_expected_refusal_are_dropped_and_others_kept():
     from flows.data.text_data import DataSourceError
 
-    quiet = _QuietRefusals(_refusal_types(loading=False))
+    quiet = QuietRefusals(_refusal_types(loading=False))
     refusal = DataSourceError("t.csv: column 'text' not found")
     assert not quiet.filter(_record(logging.ERROR, "Task run failed with exception", refusal))
     assert not quiet.filter(_record(logging.ERROR, "Finished in state Failed('DataSourceError: t.csv ...')"))
