@@ -419,3 +419,66 @@ def test_nightly_retrain_triggers_a_promotion_run_by_the_worker(team_servers, de
     loaded = json.loads(fetched.stdout.strip().splitlines()[-1])
     assert loaded["version"] == new_version and loaded["source"].startswith(("mlflow-artifacts:", "models:/"))
     print(f"nightly retrain -> v{new_version}; triggered promotion {promotion.name}: {decisions[-1]['decision']}")
+
+
+def test_admin_trains_rolls_back_and_serves_through_the_servers(team_servers, demo, second_version):
+    """`ebmops train`, `rollback` and `serve` from a client folder, as on the embedded default."""
+    import signal
+    import socket
+    import time
+
+    from flows.guard import registry
+
+    home = client_folder("admin-ops")
+    trained = run_client(
+        [EBMOPS, "train", "--data-dir", str(demo["run_dir"] / "data"), "--objective", "cd", "--steps", "30",
+         "--no-progress"],
+        team_servers, home, ADMIN_USER, ADMIN_PASSWORD, timeout=900,
+    )
+    assert trained.returncode == 0, tail(trained)
+    assert "Registered ebm-guard version" in " ".join(trained.stdout.split()), tail(trained)
+
+    with as_client(team_servers, ADMIN_USER, ADMIN_PASSWORD):
+        champion = registry.get_alias_version(MODEL, "champion")
+    target = "2" if champion != "2" else "1"
+    rolled = run_client([EBMOPS, "rollback", "--to", target, "--reason", "integration test"],
+                        team_servers, home, ADMIN_USER, ADMIN_PASSWORD)
+    assert rolled.returncode == 0, tail(rolled)
+    with as_client(team_servers, ADMIN_USER, ADMIN_PASSWORD):
+        assert registry.get_alias_version(MODEL, "champion") == target
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    from tests.integration.conftest import client_env
+
+    server = subprocess.Popen(
+        [EBMOPS, "serve", "--port", str(port)], cwd=home, env=client_env(team_servers, home, ADMIN_USER, ADMIN_PASSWORD),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 300
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=5).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert server.poll() is None, server.stdout.read().decode()[-3000:]
+            assert time.time() < deadline, "ebmops serve did not answer /ping within 5 minutes"
+            time.sleep(2)
+        rows = pd.read_parquet(demo["run_dir"] / "data" / "in_test.parquet").drop(columns=["label"], errors="ignore").head(3)
+        answer = requests.post(
+            f"http://127.0.0.1:{port}/invocations",
+            json={"dataframe_split": {"columns": list(rows.columns), "data": rows.to_numpy().tolist()}},
+            timeout=60,
+        )
+        assert answer.status_code == 200, answer.text[:2000]
+        predictions = answer.json()["predictions"]
+        assert len(predictions) == 3 and all(np.isfinite(p["energy"]) for p in predictions)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
