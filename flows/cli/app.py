@@ -13,7 +13,7 @@ from rich.console import Console
 from typer._click import exceptions as click_exceptions  # typer's own click
 from typer.core import TyperGroup
 
-from flows.cli.summary import EXIT_BAD_INPUT, prefect_quiet_about, print_refusal, refuse
+from flows.cli.summary import EXIT_BAD_INPUT, fail_unexpectedly, prefect_quiet_about, print_refusal, refuse
 from flows.guard.names import DEFAULT_CHALLENGER_URI
 
 
@@ -239,9 +239,7 @@ def evaluate(
     except (ValueError, LookupError, OSError, registry.RegistryError, registry.IntegrityError) as error:
         refuse(error, "Evaluation refused")  # bad input: a data file, a model URI, a tampered version
     except Exception as error:  # noqa: BLE001 - one clear line for the user
-        if os.environ.get("EBMOPS_DEBUG"):
-            raise
-        refuse(f"{type(error).__name__}: {error} (EBMOPS_DEBUG=1 shows the traceback)", "Evaluation failed", code=1)
+        fail_unexpectedly(error, "Evaluation failed")
     print_evaluation(result, model, data, report, console)
 
 
@@ -411,9 +409,7 @@ def _run_pipeline(pipeline_config, source, progress: bool, nproc: int = 1) -> No
     except refusals as error:
         refuse(error, "Stopped (the model registry was not changed)")
     except Exception as error:  # noqa: BLE001 - the CLI reports any failure in one line
-        if os.environ.get("EBMOPS_DEBUG"):
-            raise
-        refuse(f"{type(error).__name__}: {error} (EBMOPS_DEBUG=1 shows the traceback)", "Pipeline failed", code=1)
+        fail_unexpectedly(error, "Pipeline failed")
     print_pipeline_summary(result, settings.tracking_uri(), console)
 
 

@@ -11,14 +11,13 @@ every row was scored.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 
-from flows.cli.summary import prefect_quiet_about, refuse
+from flows.cli.summary import fail_unexpectedly, prefect_quiet_about, refuse
 from flows.guard.names import DEFAULT_CHAMPION_URI
 
 
@@ -50,9 +49,7 @@ def score_command(
     except refusals as error:
         refuse(error, "Not scored (no output written)")
     except Exception as error:  # noqa: BLE001 - the CLI reports any failure in one line
-        if os.environ.get("EBMOPS_DEBUG"):
-            raise
-        refuse(f"{type(error).__name__}: {error} (EBMOPS_DEBUG=1 shows the traceback)", "Scoring failed", code=1)
+        fail_unexpectedly(error, "Scoring failed")
     share = summary.flagged / summary.rows if summary.rows else 0.0
     Console().print(
         f"scored {summary.rows} rows with {summary.model_uri} -> {summary.output_path}: "

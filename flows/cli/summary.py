@@ -46,6 +46,15 @@ def refuse(message: object, prefix: str = "error", code: int = EXIT_BAD_INPUT):
     raise typer.Exit(code=code)
 
 
+def fail_unexpectedly(error: BaseException, prefix: str) -> None:
+    """An unexpected failure as one line and exit 1; with EBMOPS_DEBUG set, the traceback instead."""
+    import os
+
+    if os.environ.get("EBMOPS_DEBUG"):
+        raise error
+    refuse(f"{type(error).__name__}: {error} (EBMOPS_DEBUG=1 shows the traceback)", prefix, code=1)
+
+
 class QuietRefusals(logging.Filter):
     """Drops Prefect's error records (and their tracebacks) for an expected refusal: bad input is
     reported once, in one line, by the command."""
