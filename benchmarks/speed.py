@@ -15,9 +15,16 @@ both halves of a pair alike.
   a hand-written loop (forward, autograd of the input, update) on the same network, batch and noise.
 - score: `EnergyDetector.score` on N float64 rows vs the floor, a raw forward pass of the network on the
   already standardised float32 rows under `torch.inference_mode`.
+- serve (optional): `benchmarks/serving.py`'s `tensor_serving_figures()` (starts its own server on loopback);
+  `--no-serve` skips it. demo (optional): `benchmarks/demo_overhead.py`'s `demo_overhead()` (runs
+  `ebmops demo`); `--no-demo` skips it. Either prints nan and a note when its function is not there.
+
+Times are the process's CPU time by default (`--clock cpu`: one torch thread, so CPU time is the time the
+work took, without the time the process waited for a core on a busy machine); `--clock wall` for wall time.
 
     .venv/bin/python benchmarks/speed.py              # prints the table, writes it into docs/benchmarks.md
     .venv/bin/python benchmarks/speed.py --no-docs    # prints only
+    .venv/bin/python benchmarks/speed.py --no-docs --no-serve --no-demo --quick   # ~1 minute
 """
 
 from __future__ import annotations
@@ -54,11 +61,15 @@ def mlp(input_dim: int, seed: int = 0) -> MLPEnergy:
         return MLPEnergy(MLPEnergyConfig(input_dim, HIDDEN))
 
 
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
+clock = CLOCKS["cpu"]  # set by main() from --clock
+
+
 def timed(fn, n: int) -> float:
-    t0 = time.perf_counter()
+    t0 = clock()
     for _ in range(n):
         fn()
-    return (time.perf_counter() - t0) / n
+    return (clock() - t0) / n
 
 
 def calibrate_reps(fn, target_s: float) -> int:
@@ -128,7 +139,7 @@ def train_row(batch: int, k: int, n_pairs: int, target_s: float):
     same_samples = float((ours - theirs).abs().max())
     loss_ours = objective(energy, x, torch.Generator().manual_seed(7)).loss
     loss_theirs, _ = tebm_loss(x, generator=torch.Generator().manual_seed(7))
-    same_loss = abs(float(loss_ours) - float(loss_theirs))
+    same_loss = abs(float(loss_ours.detach()) - float(loss_theirs.detach()))
 
     opt_a = torch.optim.Adam(energy.parameters(), lr=LR)
     opt_b = torch.optim.Adam(model.parameters(), lr=LR)
@@ -242,10 +253,49 @@ def score_row(n_features: int, n_rows: int, n_pairs: int, target_s: float):
     }
 
 
-def render(rows: list[dict], skipped: list[str], final: str, command: str) -> str:
+# ---- optional rows: served guard latency, demo overhead (their own scripts) -----------------------------
+def optional_figures(module: str, function: str, quick: bool) -> tuple[dict | None, str]:
+    """`benchmarks/<module>.py`'s `function(quick=...)` -> (its dict, ""), or (None, why not)."""
+    import importlib
+
+    try:
+        fn = getattr(importlib.import_module(module), function)
+    except (ImportError, AttributeError) as error:
+        return None, f"benchmarks/{module}.py has no {function}() here ({type(error).__name__})"
+    try:
+        return fn(quick=quick), ""
+    except Exception as error:  # a failed optional row is reported, the speed rows still print
+        return None, f"benchmarks/{module}.py {function}() failed: {type(error).__name__}: {error}"[:200]
+
+
+def serve_row(figures: dict | None, note: str) -> tuple[str, float]:
+    if figures is None:
+        return f"| serving p50 (one row, reused connection) | - | - | nan | {note} |", math.nan
+    p50 = float(figures["p50_ms"])
+    text = figures.get("text_p50_ms")
+    cells = (
+        f"p50 {p50:.2f} ms, p99 {float(figures['p99_ms']):.2f} ms, "
+        f"{float(figures['batch_rows_per_s']):,.0f} rows/s in 1000-row batches"
+    )
+    extra = f"; text guard one-query p50 {float(text):.2f} ms" if text is not None else ""
+    line = f"| serving p50 (one row, reused connection) | {cells} | target p50 <= 4 ms, p99 <= 10 ms | {p50:.2f} |"
+    return f"{line} benchmarks/serving.py{extra} |", p50
+
+
+def demo_row(figures: dict | None, note: str) -> tuple[str, float]:
+    if figures is None:
+        return f"| demo overhead share | - | - | nan | {note} |", math.nan
+    share = float(figures["overhead_share"])
+    cells = f"wall {float(figures['wall_s']):.1f} s, training {float(figures['training_s']):.1f} s"
+    note = "share of `ebmops demo` wall time outside training (benchmarks/demo_overhead.py)"
+    return f"| demo overhead share | {cells} | - | {share:.2f} | {note} |", share
+
+
+def render(rows: list[dict], skipped: list[str], final: str, command: str, extra_rows: list[str]) -> str:
     lines = [
         f"Date: {date.today().isoformat()}. {platform.machine()} CPU, {torch.get_num_threads()} torch thread, "
-        f"torch {torch.__version__}; the machine was shared with other jobs (ratios of interleaved pairs).",
+        f"torch {torch.__version__}, {'CPU time of the process' if clock is time.process_time else 'wall time'}; "
+        "the machine was shared with other jobs (ratios of interleaved pairs).",
         f"Command: `{command}`",
         "",
         "| what | ebmops | reference | ratio median [min, max] | note |",
@@ -257,8 +307,7 @@ def render(rows: list[dict], skipped: list[str], final: str, command: str) -> st
     for line in skipped:
         lines.append(f"| {line} | - | - | - | skipped |")
     lines += [
-        "| serving p50 | - | - | nan | not measured here: benchmarks/serving.py measures it (needs a server) |",
-        "| demo overhead share | - | - | nan | not measured here |",
+        *extra_rows,
         "",
         "train: samples/s ebmops / torchebm (higher is better, target >= 1.5); langevin: time ebmops / hand-written "
         "loop (lower is better, target <= 1.2); score: rows/s score() / raw forward (target >= 0.85). The final "
@@ -287,7 +336,15 @@ def main() -> None:
     parser.add_argument("--target-s", type=float, default=0.25, help="seconds per half of a pair")
     parser.add_argument("--rows", type=int, default=100_000, help="rows scored")
     parser.add_argument("--no-docs", action="store_true", help="do not write the table into docs/benchmarks.md")
+    parser.add_argument("--no-serve", action="store_true", help="skip the served-guard row (benchmarks/serving.py)")
+    parser.add_argument("--no-demo", action="store_true", help="skip the demo row (benchmarks/demo_overhead.py)")
+    parser.add_argument("--quick", action="store_true", help="3 pairs of 0.1 s per row; quick serve/demo figures")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu", help="what a time is (default: cpu)")
     args = parser.parse_args()
+    if args.quick:
+        args.pairs, args.target_s = min(args.pairs, 3), min(args.target_s, 0.1)
+    global clock
+    clock = CLOCKS[args.clock]
     torch.set_num_threads(1)
     command = ".venv/bin/python benchmarks/speed.py" + "".join(f" {a}" for a in sys.argv[1:])
 
@@ -297,7 +354,8 @@ def main() -> None:
         for k in (10, 30):
             row = train_row(batch, k, args.pairs, args.target_s)
             if row is None:
-                skipped.append(f"train CD-{k} B={batch}: torchebm is not installed (pip install torchebm==0.8.9 --no-deps)")
+                note = "torchebm is not installed (pip install torchebm==0.8.9 --no-deps)"
+                skipped.append(f"train CD-{k} B={batch}: {note}")
                 continue
             rows.append(row)
             train_ratios.append(row["ratio"][0])
@@ -313,14 +371,30 @@ def main() -> None:
         score_ratios.append(row["ratio"][0])
         print(row, flush=True)
 
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    serve, serve_note = (None, "skipped (--no-serve)") if args.no_serve else optional_figures(
+        "serving", "tensor_serving_figures", args.quick
+    )
+    demo, demo_note = (None, "skipped (--no-demo)") if args.no_demo else optional_figures(
+        "demo_overhead", "demo_overhead", args.quick
+    )
+    serve_line, serve_p50 = serve_row(serve, serve_note)
+    demo_line, demo_share = demo_row(demo, demo_note)
+    for line in (serve_line, demo_line):
+        print(line, flush=True)
+
     def worst(values, pick):
         return f"{pick(values):.2f}" if values else "nan"
 
+    def figure(value: float) -> str:
+        return "nan" if math.isnan(value) else f"{value:.2f}"
+
     final = (
         f"train_vs_torchebm={worst(train_ratios, min)} langevin_vs_floor={worst(langevin_ratios, max)} "
-        f"score_vs_forward={worst(score_ratios, min)} serve_p50_ms=nan demo_overhead_share=nan"
+        f"score_vs_forward={worst(score_ratios, min)} serve_p50_ms={figure(serve_p50)} "
+        f"demo_overhead_share={figure(demo_share)}"
     )
-    table = render(rows, skipped, final, command)
+    table = render(rows, skipped, final, command, [serve_line, demo_line])
     print()
     print(table)
     if not args.no_docs:

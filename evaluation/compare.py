@@ -42,6 +42,17 @@ Gate rules (every gate is checked on the candidate; a gate that cannot be evalua
 - `data_checks: {must_pass: true}`: FAIL unless the candidate report says its data checks passed
   (`data_checks_passed is True`; False or not recorded fail). `must_pass: false` only reports it.
 
+- `feedback_holdout: {max_rise: r, confidence: c}` (optional; `DEFAULT_FEEDBACK_GATE` when absent, 0.05 at
+  95%): champion and challenger flag the same holdout feedback rows (the newest traffic with feedback,
+  held out of the retrain). Two rates are compared, challenger - champion, over the same rows: the
+  missed-problem rate (rows with feedback = 1 the guard accepted, over the rows with feedback = 1) and
+  the false-alarm rate (rows with feedback = 0 the guard flagged, over the rows with feedback = 0).
+  Interval: exact conditional on the discordant rows (`paired_rate_difference`). FAIL when the lower
+  bound of the c-interval exceeds r (confidently worse by more than r). A rate with no rows is not
+  compared (PASS, noted); with no holdout at all the gate is skipped with a note
+  (`feedback_skipped_verdict`). These verdicts are computed by the promotion (flows/ops/promotion.py),
+  which holds the rows, with `feedback_verdicts`, and join the comparison's verdicts there.
+
 A `bootstrap: {n_resamples, seed, confidence}` entry sets how the comparison's intervals are computed
 (default 1000 resamples, seed 0, 95% for the delta table; a gate's own `confidence` sets its level).
 
@@ -76,6 +87,7 @@ DEFAULT_GATES: dict[str, Any] = {
     "realised_fpr": {"tolerance": 0.02, "confidence": 0.95},
     "flag_rate": {"ood_min": 0.1, "in_distribution_min": 0.005},
     "data_checks": {"must_pass": True},
+    "feedback_holdout": {"max_rise": 0.05, "confidence": 0.95},
 }
 
 # Block size for the unpaired bootstrap: (resamples in a block) x (scores per report).
@@ -251,6 +263,44 @@ class DataChecksGate:
 
 
 @dataclass(frozen=True)
+class FeedbackGate:
+    """Challenger vs champion on holdout feedback rows: neither the missed-problem rate nor the
+    false-alarm rate may rise confidently by more than `max_rise` (see the module docstring)."""
+
+    max_rise: float = 0.05
+    confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.max_rise, (int, float)) and math.isfinite(self.max_rise) and 0.0 <= self.max_rise <= 1.0):
+            raise ValueError(f"feedback_holdout: max_rise must be a share in [0, 1], got {self.max_rise!r}")
+        if not 0.0 < self.confidence < 1.0:
+            raise ValueError(f"feedback_holdout: confidence must be in (0, 1), got {self.confidence!r}")
+
+    @property
+    def rule(self) -> str:
+        return (
+            f"fail if the lower bound of the {self.confidence:g} CI of challenger - champion "
+            f"(same holdout feedback rows) > {self.max_rise:g}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_rise": self.max_rise, "confidence": self.confidence}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FeedbackGate:
+        if not isinstance(d, dict):
+            raise ValueError(f"gate 'feedback_holdout' must be a mapping, got {d!r}")
+        _check_keys(d, {"max_rise", "confidence"}, "gate 'feedback_holdout'")
+        return cls(
+            max_rise=_number(d.get("max_rise", 0.05), "feedback_holdout: max_rise"),
+            confidence=_number(d.get("confidence", 0.95), "feedback_holdout: confidence"),
+        )
+
+
+DEFAULT_FEEDBACK_GATE = FeedbackGate()
+
+
+@dataclass(frozen=True)
 class Gates:
     """Which changes block a rollout, and how the comparison's intervals are computed."""
 
@@ -258,6 +308,7 @@ class Gates:
     realised_fpr: RealisedFPRGate | None = None
     data_checks: DataChecksGate | None = None
     flag_rate: FlagRateGate | None = None
+    feedback: FeedbackGate | None = None  # `feedback_holdout`; the promotion uses DEFAULT_FEEDBACK_GATE when None
     n_resamples: int = 1000
     seed: int = 0
     confidence: float = 0.95
@@ -281,7 +332,7 @@ class Gates:
     def from_dict(cls, d: dict[str, Any]) -> Gates:
         if not isinstance(d, dict):
             raise ValueError(f"gates must be a mapping of gate name to settings, got {type(d).__name__}")
-        known = {*CI_METRICS, "realised_fpr", "data_checks", "flag_rate", "bootstrap"}
+        known = {*CI_METRICS, "realised_fpr", "data_checks", "flag_rate", "feedback_holdout", "bootstrap"}
         _check_keys(d, known, "gates")
         bootstrap = d.get("bootstrap") or {}
         if not isinstance(bootstrap, dict):
@@ -292,6 +343,7 @@ class Gates:
             realised_fpr=None if d.get("realised_fpr") is None else RealisedFPRGate.from_dict(d["realised_fpr"]),
             data_checks=None if d.get("data_checks") is None else DataChecksGate.from_dict(d["data_checks"]),
             flag_rate=None if d.get("flag_rate") is None else FlagRateGate.from_dict(d["flag_rate"]),
+            feedback=None if d.get("feedback_holdout") is None else FeedbackGate.from_dict(d["feedback_holdout"]),
             n_resamples=_integer(bootstrap.get("n_resamples", 1000), "bootstrap: n_resamples"),
             seed=_integer(bootstrap.get("seed", 0), "bootstrap: seed"),
             confidence=_number(bootstrap.get("confidence", 0.95), "bootstrap: confidence"),
@@ -309,6 +361,8 @@ class Gates:
             d["data_checks"] = self.data_checks.to_dict()
         if self.flag_rate is not None:
             d["flag_rate"] = self.flag_rate.to_dict()
+        if self.feedback is not None:
+            d["feedback_holdout"] = self.feedback.to_dict()
         return d
 
     @classmethod
@@ -796,3 +850,109 @@ def _data_checks_verdict(gate: DataChecksGate, baseline: EvalReport | None, cand
         "candidate": status, "baseline": None if baseline is None else baseline.data_checks_passed, "must_pass": gate.must_pass
     }
     return GateVerdict("data_checks", None, passed, gate.rule, observed, message)
+
+
+# --- holdout feedback: champion vs challenger on the same labelled traffic rows ---------------------
+
+FEEDBACK_GATES = {
+    # gate name -> (rows with this feedback value, the event counted on them, words)
+    "feedback_missed_problems": (1, "accepted", "missed-problem rate (problems the guard accepted)"),
+    "feedback_false_alarms": (0, "flagged", "false-alarm rate (confirmed-fine rows the guard flagged)"),
+}
+FEEDBACK_SPLIT = "feedback_holdout"
+
+
+def clopper_pearson(k: int, n: int, confidence: float) -> tuple[float, float]:
+    """Exact two-sided interval of a binomial proportion k/n (n >= 1)."""
+    from scipy.stats import beta
+
+    tail = (1.0 - confidence) / 2.0
+    low = 0.0 if k == 0 else float(beta.ppf(tail, k, n - k + 1))
+    high = 1.0 if k == n else float(beta.ppf(1.0 - tail, k + 1, n - k))
+    return low, high
+
+
+def paired_rate_difference(baseline_events: Any, candidate_events: Any, confidence: float = 0.95) -> dict[str, Any]:
+    """rate(candidate) - rate(baseline) over the SAME rows (an event per row for each model), with an
+    exact interval conditional on the discordant rows: of the m rows where exactly one model has the
+    event, b are the candidate's; the difference is (2b - m) / n, and a Clopper-Pearson interval
+    [p_lo, p_hi] of b / m gives [(2 p_lo - 1) m / n, (2 p_hi - 1) m / n]. No discordant row: [0, 0]."""
+    base = np.asarray(baseline_events, dtype=bool).ravel()
+    cand = np.asarray(candidate_events, dtype=bool).ravel()
+    if base.shape != cand.shape:
+        raise ValueError(f"paired rates need one event per row for both models, got {base.size} and {cand.size} rows")
+    n = int(base.size)
+    if n == 0:
+        raise ValueError("paired rates need at least one row")
+    only_candidate = int(np.sum(cand & ~base))
+    only_baseline = int(np.sum(base & ~cand))
+    discordant = only_candidate + only_baseline
+    delta = (only_candidate - only_baseline) / n
+    if discordant == 0:
+        low = high = 0.0
+    else:
+        p_low, p_high = clopper_pearson(only_candidate, discordant, confidence)
+        low, high = (2.0 * p_low - 1.0) * discordant / n, (2.0 * p_high - 1.0) * discordant / n
+    return {
+        "n": n,
+        "baseline": float(base.mean()),
+        "candidate": float(cand.mean()),
+        "delta": float(delta),
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "confidence": float(confidence),
+        "baseline_events": int(base.sum()),
+        "candidate_events": int(cand.sum()),
+        "only_candidate": only_candidate,
+        "only_baseline": only_baseline,
+    }
+
+
+def feedback_verdicts(
+    baseline_flagged: Any, candidate_flagged: Any, feedback: Any, gate: FeedbackGate = DEFAULT_FEEDBACK_GATE
+) -> list[GateVerdict]:
+    """The holdout feedback gates: baseline (champion) and candidate (challenger) flags on the same
+    rows, and the people's feedback per row (1 = a problem, 0 = fine). One verdict for the
+    missed-problem rate (over feedback = 1 rows) and one for the false-alarm rate (over feedback = 0
+    rows); a rate with no rows passes with a note."""
+    base = np.asarray(baseline_flagged).ravel()
+    cand = np.asarray(candidate_flagged).ravel()
+    labels = np.asarray(feedback).ravel()
+    if not (base.size == cand.size == labels.size):
+        raise ValueError(
+            f"feedback gate: {base.size} champion flags, {cand.size} challenger flags and {labels.size} feedback values"
+        )
+    for name, values in (("champion flags", base), ("challenger flags", cand), ("feedback", labels)):
+        bad = [i for i, v in enumerate(values.tolist()) if v not in (0, 1, True, False)]
+        if bad:
+            raise ValueError(f"feedback gate: {name} must be 0/1, row {bad[0]} holds {values[bad[0]]!r}")
+    base, cand, labels = base.astype(bool), cand.astype(bool), labels.astype(int)
+    verdicts = []
+    for gate_name, (label, event, words) in FEEDBACK_GATES.items():
+        rows = labels == label
+        if not rows.any():
+            verdicts.append(GateVerdict(
+                gate_name, FEEDBACK_SPLIT, True, gate.rule, {"n": 0, "max_rise": gate.max_rise},
+                f"no holdout rows with feedback = {label}: the {words.split(' (')[0]} is not compared",
+            ))
+            continue
+        b, c = base[rows], cand[rows]
+        if event == "accepted":
+            b, c = ~b, ~c
+        observed = paired_rate_difference(b, c, gate.confidence)
+        observed["max_rise"] = gate.max_rise
+        passed = not observed["ci_low"] > gate.max_rise
+        message = (
+            f"{words} {observed['baseline']:.4f} -> {observed['candidate']:.4f} on {observed['n']} rows "
+            f"({observed['baseline_events']} -> {observed['candidate_events']}; delta {observed['delta']:+.4f}, "
+            f"{gate.confidence:g} CI [{observed['ci_low']:+.4f}, {observed['ci_high']:+.4f}]); "
+            + ("no confident rise beyond " if passed else "confidently rose by more than ")
+            + f"{gate.max_rise:g}"
+        )
+        verdicts.append(GateVerdict(gate_name, FEEDBACK_SPLIT, passed, gate.rule, observed, message))
+    return verdicts
+
+
+def feedback_skipped_verdict(reason: str, gate: FeedbackGate = DEFAULT_FEEDBACK_GATE) -> GateVerdict:
+    """The holdout feedback gate when there is nothing to compare on (no holdout rows): a PASS that says so."""
+    return GateVerdict("feedback_holdout", FEEDBACK_SPLIT, True, gate.rule, {"skipped": True}, f"skipped: {reason}")

@@ -269,6 +269,9 @@ class EvalReport(JsonRoundTrip):
     # baselines' validation figures and a warning when one beats the chosen detector); None when
     # one detector was trained as configured. Optional even in version 2 reports.
     selection: dict[str, Any] | None = None
+    # Langevin samples of the trained energy for image features (flows.guard.explanations.
+    # langevin_pictures: samples, training images, energies, or a note why none); None otherwise.
+    model_samples: dict[str, Any] | None = None
 
     @property
     def ood_splits(self) -> list[str]:
@@ -328,6 +331,7 @@ class EvalReport(JsonRoundTrip):
             "baselines": None if self.baselines is None else self.baselines.to_dict(),
             "data_checks_passed": self.data_checks_passed,
             "selection": self.selection,
+            "model_samples": self.model_samples,
         }
 
     @classmethod
@@ -381,11 +385,12 @@ class EvalReport(JsonRoundTrip):
             baselines=None if baselines is None else BaselineSection.from_dict(baselines),
             data_checks_passed=None if data_checks_passed is None else bool(data_checks_passed),
             selection=None if d.get("selection") is None else dict(d["selection"]),
+            model_samples=None if d.get("model_samples") is None else dict(d["model_samples"]),
         )
 
 
 
-_OPTIONAL_FIELDS = frozenset({"selection"})  # added within schema version 2; absent = None
+_OPTIONAL_FIELDS = frozenset({"selection", "model_samples"})  # added within schema version 2; absent = None
 
 _V1_FIELDS = frozenset(
     {

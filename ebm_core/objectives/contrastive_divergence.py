@@ -41,8 +41,12 @@ def contrastive_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     n_pos = x_data.shape[0]
     if chain.samples.shape[1:] == x_data.shape[1:] and chain.samples.dtype == x_data.dtype:
-        # One forward (and so one backward) over both halves: the same rows, half the passes.
-        energies = energy_fn(torch.cat([x_data, chain.samples]))  # (B + B_neg,)
+        # One forward (and so one backward) over both halves: the same rows, half the passes. An energy
+        # with a hand-written first-order backward (MLPEnergy.first_order_forward) gives it: this loss
+        # needs one gradient, never create_graph.
+        fast = getattr(energy_fn, "first_order_forward", None)
+        forward = (fast() if fast is not None else None) or energy_fn
+        energies = forward(torch.cat([x_data, chain.samples]))  # (B + B_neg,)
         e_pos, e_neg = energies[:n_pos], energies[n_pos:]  # (B,), (B_neg,)
     else:  # let the energy's own checks say what is wrong with either batch
         e_pos, e_neg = energy_fn(x_data), energy_fn(chain.samples)

@@ -141,3 +141,40 @@ def training_curves_figure(curve: dict[str, list[float]]) -> Figure | None:
         axes.set_xlabel("step")
     figure.tight_layout()
     return figure
+
+
+def image_samples_figure(
+    samples: list[list[float]],
+    training: list[list[float]],
+    image_shape: tuple[int, int],
+    value_range: tuple[float, float],
+    sample_energies: list[float] | None = None,
+    training_energies: list[float] | None = None,
+    n_cols: int = 8,
+) -> Figure | None:
+    """Training images (top block) above Langevin samples of the model (bottom block), grey scale over
+    `value_range` (values outside it are shown at its ends), each titled with its energy when given.
+    None when there is nothing to draw."""
+    blocks = [(name, rows, energies) for name, rows, energies in
+              (("training", training, training_energies), ("sample", samples, sample_energies)) if rows]
+    if not blocks:
+        return None
+    n_cols = max(1, min(n_cols, max(len(rows) for _, rows, _ in blocks)))
+    block_rows = [math.ceil(len(rows) / n_cols) for _, rows, _ in blocks]
+    figure = Figure(figsize=(1.1 * n_cols, 1.25 * sum(block_rows) + 0.4 * len(blocks)))
+    grid = figure.add_gridspec(sum(block_rows), n_cols, hspace=0.5, wspace=0.1)
+    low, high = value_range
+    top = 0
+    for (name, rows, energies), n_rows in zip(blocks, block_rows):
+        for i, row in enumerate(rows):
+            axes = figure.add_subplot(grid[top + i // n_cols, i % n_cols])
+            axes.imshow(np.asarray(row, dtype=np.float64).reshape(image_shape), cmap="gray_r",
+                        vmin=low, vmax=high, interpolation="nearest")
+            axes.set_xticks([])
+            axes.set_yticks([])
+            label = f"{name} {i + 1}"
+            if energies is not None and i < len(energies):
+                label += f"\nE={energies[i]:.3g}"
+            axes.set_title(label, fontsize=7)
+        top += n_rows
+    return figure

@@ -5,7 +5,8 @@ MLflow run or an email and opened anywhere.
 The page: conventions; threshold and calibration (with the calibration curve); OOD metrics with
 confidence intervals (near OOD first, then far); energy separation; the baseline ranking; energy
 statistics; energy histograms per OOD split with the threshold; ROC and precision-recall curves;
-training curves when present; the selection stage's candidates and validation figures (with a warning
+training curves when present; Langevin samples of the trained energy beside training images when
+the features are an image (what the model considers in-distribution); the selection stage's candidates and validation figures (with a warning
 when a baseline beats the chosen detector on validation); configuration, fingerprints, timings, environment.
 """
 
@@ -22,6 +23,7 @@ from evaluation.files import write_text_atomic
 from evaluation.render.figures import (
     calibration_curve_figure,
     energy_histogram,
+    image_samples_figure,
     roc_pr_figures,
     training_curves_figure,
 )
@@ -46,6 +48,7 @@ def render_html(report: EvalReport) -> str:
         _histogram_section(report),
         _roc_pr_section(report),
         _training_curve_section(report),
+        _model_samples_section(report),
         _key_value_section("Configuration", report.config),
         _key_value_section("Dataset fingerprints", report.dataset_fingerprints),
         _key_value_section("Timings (seconds)", report.timings),
@@ -313,6 +316,38 @@ def _training_curve_section(report: EvalReport) -> str:
     if figure is None:
         return ""
     return "<h2>Training</h2>\n" + figure_img(figure, "training curves")
+
+
+def _model_samples_section(report: EvalReport) -> str:
+    samples = report.model_samples
+    if not samples:
+        return ""
+    heading = "<h2>What the model considers in-distribution</h2>\n"
+    sampler = samples.get("sampler") or {}
+    if samples.get("samples"):
+        text = (
+            f"<p>Top: {len(samples.get('training_examples') or [])} training images. Bottom: "
+            f"{len(samples['samples'])} samples drawn from the trained energy by Langevin dynamics "
+            f"({escape(str(sampler.get('n_steps', '?')))} steps of size {escape(str(sampler.get('step_size', '?')))}, "
+            f"noise scale {escape(str(sampler.get('noise_scale', '?')))}, seed {escape(str(sampler.get('seed', '?')))}, "
+            f"started from {escape(str(sampler.get('start', '?')))}, run in the space "
+            f"{escape(str(sampler.get('space', '?')))}). Each picture is titled with its energy E (lower = more "
+            "in-distribution): samples with energies as low as the training images' are inputs the guard "
+            "accepts; if they do not look like the training images, the guard accepts inputs unlike its "
+            "data.</p>"
+        )
+    else:
+        text = f"<p class=\"note\">{escape(str(samples.get('note') or 'no samples were drawn'))}.</p>"
+    figure = image_samples_figure(
+        samples.get("samples") or [],
+        samples.get("training_examples") or [],
+        tuple(samples["image_shape"]),
+        tuple(samples["value_range"]),
+        samples.get("sample_energies"),
+        samples.get("training_energies"),
+    )
+    picture = "" if figure is None else "\n" + figure_img(figure, "Langevin samples of the model beside training images")
+    return heading + text + picture
 
 
 def _key_value_section(title: str, mapping: dict[str, Any], level: int = 2) -> str:

@@ -166,6 +166,12 @@ def train(
     nproc: int = typer.Option(
         1, min=1, help="Train the --objective detector data-parallel on this many processes (see `ebmops demo --help`).",
     ),
+    feedback: bool = typer.Option(
+        False, "--feedback",
+        help="Also train on the feedback store of the model ($EBMOPS_HOME/feedback/<model>, filled by `ebmops "
+        "monitor` from the traffic's feedback column): confirmed problems join the known outliers, confirmed-fine "
+        "flagged inputs the training data, after the same checks; the newest batch is held out for promotion.",
+    ),
 ):
     """Train a guard on your data through the train_and_register flow and register it as `challenger`.
 
@@ -188,6 +194,8 @@ def train(
         if given:
             raise typer.BadParameter(f"{', '.join(given)} go with --data (CSV/Parquet files), not --dataset or --data-dir")
     pipeline_config = _configured(_load_config(config, default_config), objective, steps, sampler, budget)
+    if feedback:
+        pipeline_config = pipeline_config.with_feedback(True)
     _check_nproc(pipeline_config, nproc)
     if data_dir is not None:
         source = VectorDirSource(str(data_dir))
@@ -394,15 +402,30 @@ def _with_sampler(pipeline_config, sampler: str):
 
 
 def _run_pipeline(pipeline_config, source, progress: bool, nproc: int = 1) -> None:
-    from flows import settings
-    from flows.cli.summary import print_pipeline_summary
-    from flows.data.text_splits import TextCheckFailed
-    from flows.pipeline.steps import DataCheckFailed
-    from flows.pipeline.train_and_register import train_and_register
+    import time
 
+    from flows.cli import warmup
+
+    # Prefect's temporary server (when the flow would start one) starts in its own process while this
+    # one imports the pipeline and opens the tracking store, without garbage collections walking the
+    # imported modules again and again (flows/cli/warmup.py).
+    with warmup.collector_paused():
+        server = warmup.start_prefect_server()
+        from flows import settings
+        from flows.cli.summary import print_pipeline_summary
+        from flows.data.text_splits import TextCheckFailed
+        from flows.pipeline.steps import DataCheckFailed
+        from flows.pipeline.train_and_register import train_and_register
+
+        if server is not None:
+            warmup.preload_pipeline_modules()
+            warmup.warm_tracking_store(pipeline_config.experiment_name)
+            ready_before_wait_at = time.time()
+            server.wait()
     refusals = _refusal_types(loading=False)
+    flow_called_at = time.time()
     try:
-        with prefect_quiet_about(refusals):
+        with prefect_quiet_about(refusals), warmup.modules_frozen_for_gc():
             result = train_and_register(pipeline_config, source=source, progress=progress, nproc=nproc)
     except (DataCheckFailed, TextCheckFailed) as failure:
         refuse(failure.one_line(), "Stopped before training (the model registry was not changed)")
@@ -410,6 +433,9 @@ def _run_pipeline(pipeline_config, source, progress: bool, nproc: int = 1) -> No
         refuse(error, "Stopped (the model registry was not changed)")
     except Exception as error:  # noqa: BLE001 - the CLI reports any failure in one line
         fail_unexpectedly(error, "Pipeline failed")
+    warmup.record_cli_timings(
+        result.run_dir, flow_called_at, None if server is None else ready_before_wait_at
+    )
     print_pipeline_summary(result, settings.tracking_uri(), console)
 
 

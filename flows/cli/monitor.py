@@ -36,6 +36,18 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(EXIT_ERROR)
 
 
+def _print_triage(entries: list[dict]) -> None:
+    """Per batch with flagged rows: the first few, each with its nearest training examples."""
+    from flows.monitoring.triage import format_triage
+
+    lines = format_triage(entries)
+    if lines:
+        console = Console(soft_wrap=True)
+        console.print("[bold]Flagged rows and their nearest training examples[/bold]")
+        for line in lines:
+            console.print(escape(line), highlight=False)
+
+
 def monitor_command(
     directory: Annotated[Path, typer.Argument(help="Folder of traffic batch files (Parquet or CSV), one batch per file.")],
     model_uri: Annotated[str, typer.Option("--model-uri", help="Model to monitor (alias or version URI).")] = DEFAULT_CHAMPION_URI,
@@ -74,6 +86,7 @@ def monitor_command(
         load_state(state_path(name, version), name, version, config)
         summary = monitor(directory, config)
         print_monitor_summary(summary, Console())
+        _print_triage(summary.get("triage") or [])
     except (KeyboardInterrupt, typer.Exit):
         raise
     except (LookupError, ValueError, FileNotFoundError) as error:

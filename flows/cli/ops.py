@@ -98,7 +98,7 @@ def history_command(
     """The champion's history from the audit log: every promotion decision and rollback."""
     from flows.guard import registry
     from flows.ops.audit import audit_log_path
-    from flows.ops.promotion import champion_history
+    from flows.ops.promotion import champion_history, reason_chain_lines
 
     console = Console()
     try:
@@ -108,7 +108,9 @@ def history_command(
         challenger = registry.get_alias_version(model_name, registry.CHALLENGER)
     except (registry.RegistryError, OSError, ValueError, LookupError) as error:
         refuse(error, code=EXIT_BAD_INPUT)  # an unreadable audit log or registry
-    print_history(rows, console, model_name)
+    print_history([row for row in rows if row["action"] != "retrain"], console, model_name)
+    for line in reason_chain_lines(rows):  # alarm -> retrain -> promotion, one line per alarm
+        console.print(escape(line), soft_wrap=True)
     console.print(f"Now: champion v{champion}, challenger v{challenger}.  Log: {escape(str(audit_log_path()))}")
 
 

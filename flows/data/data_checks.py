@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -417,41 +418,79 @@ def _import_gx():
     return gx
 
 
-def _run_suites(gx, suites: list[tuple[list, pd.DataFrame]]) -> list[Any]:
-    """Run each (expectations, dataframe) pair in one fresh ephemeral context; return the results."""
-    from great_expectations.data_context.types.base import (
-        DataContextConfig,
-        InMemoryStoreBackendDefaults,
-        ProgressBarsConfig,
-    )
+def preload_great_expectations() -> None:
+    """Import Great Expectations and make the checks' context now (e.g. while another process
+    starts), so the first check does not pay for them."""
+    _gx_session(_import_gx())
 
-    tag = uuid.uuid4().hex[:12]
-    config = DataContextConfig(
-        store_backend_defaults=InMemoryStoreBackendDefaults(),
-        analytics_enabled=False,
-        progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
-    )
-    context = gx.get_context(mode="ephemeral", project_config=config)
-    batch_def = (
-        context.data_sources.add_pandas(f"ebmops_source_{tag}")
-        .add_dataframe_asset(f"ebmops_asset_{tag}")
-        .add_batch_definition_whole_dataframe(f"ebmops_batch_{tag}")
-    )
-    results = []
-    for i, (exps, frame) in enumerate(suites):
-        # Expectations go in through the constructor: suite.add_expectation saves the suite
-        # each time, which costs ~50 ms per expectation.
-        suite = context.suites.add(gx.ExpectationSuite(name=f"ebmops_suite_{tag}_{i}", expectations=exps))
-        vd = context.validation_definitions.add(
-            gx.ValidationDefinition(name=f"ebmops_validation_{tag}_{i}", data=batch_def, suite=suite)
+
+class _GxSession:
+    """One ephemeral GX context (in-memory stores, no analytics, no progress bars) with one pandas
+    batch definition, made once per process and reused by every check: making them costs more than
+    running a small suite. Suites and validation definitions are added per run and deleted after it,
+    so the stores do not grow in a long-lived process; a lock keeps two threads from sharing them."""
+
+    def __init__(self, gx) -> None:
+        from great_expectations.data_context.types.base import (
+            DataContextConfig,
+            InMemoryStoreBackendDefaults,
+            ProgressBarsConfig,
         )
-        results.append(
-            vd.run(
-                batch_parameters={"dataframe": frame},
-                result_format={"result_format": "SUMMARY", "partial_unexpected_count": _MAX_ROWS},
-            )
+
+        config = DataContextConfig(
+            store_backend_defaults=InMemoryStoreBackendDefaults(),
+            analytics_enabled=False,
+            progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
         )
-    return results
+        self.gx = gx
+        self.context = gx.get_context(mode="ephemeral", project_config=config)
+        self.batch_def = (
+            self.context.data_sources.add_pandas("ebmops_source")
+            .add_dataframe_asset("ebmops_asset")
+            .add_batch_definition_whole_dataframe("ebmops_batch")
+        )
+        self.lock = threading.Lock()
+
+    def run(self, suites: list[tuple[list, pd.DataFrame]]) -> list[Any]:
+        gx, context = self.gx, self.context
+        tag = uuid.uuid4().hex[:12]
+        results = []
+        with self.lock:
+            for i, (exps, frame) in enumerate(suites):
+                # Expectations go in through the constructor: suite.add_expectation saves the suite
+                # each time, which costs ~50 ms per expectation.
+                suite = context.suites.add(gx.ExpectationSuite(name=f"ebmops_suite_{tag}_{i}", expectations=exps))
+                vd = context.validation_definitions.add(
+                    gx.ValidationDefinition(name=f"ebmops_validation_{tag}_{i}", data=self.batch_def, suite=suite)
+                )
+                try:
+                    results.append(
+                        vd.run(
+                            batch_parameters={"dataframe": frame},
+                            result_format={"result_format": "SUMMARY", "partial_unexpected_count": _MAX_ROWS},
+                        )
+                    )
+                finally:
+                    context.validation_definitions.delete(vd.name)
+                    context.suites.delete(suite.name)
+        return results
+
+
+_GX_SESSIONS: dict[int, _GxSession] = {}
+_GX_SESSIONS_LOCK = threading.Lock()
+
+
+def _gx_session(gx) -> _GxSession:
+    with _GX_SESSIONS_LOCK:
+        session = _GX_SESSIONS.get(id(gx))
+        if session is None:
+            session = _GX_SESSIONS[id(gx)] = _GxSession(gx)
+        return session
+
+
+def _run_suites(gx, suites: list[tuple[list, pd.DataFrame]]) -> list[Any]:
+    """Run each (expectations, dataframe) pair in this process's GX context; return the results."""
+    return _gx_session(gx).run(suites)
 
 
 def _outcome_from_gx(r) -> ExpectationOutcome:

@@ -5,7 +5,9 @@ pipeline reads. Every step writes Parquet files and returns their paths.
 Split names: `train`, `calibration`, `in_test` (in-distribution, with `label` when labels exist);
 `ood_val_<name>` OOD validation sets (the selection stage may use them to choose the detector; the
 report marks them as used for selection); `ood_<name>` OOD evaluation sets (never seen before the
-report); `outliers` (known-bad examples for margin-style objectives, never evaluation data).
+report); `outliers` (known-bad examples for margin-style objectives, never evaluation data);
+`feedback_problems` / `feedback_fine` (a feedback snapshot's training queries, checked and embedded
+here, merged into `outliers` / `train` after embedding).
 """
 
 from __future__ import annotations
@@ -164,6 +166,76 @@ def hold_out_from_train(
     return {split: train[assigned == split] for split in ("train", "calibration", "in_test")}
 
 
+FEEDBACK_PROBLEMS_SPLIT = "feedback_problems"  # flows.monitoring.feedback_store names the same splits
+FEEDBACK_FINE_SPLIT = "feedback_fine"
+FEEDBACK_SPLITS = (FEEDBACK_PROBLEMS_SPLIT, FEEDBACK_FINE_SPLIT)
+
+
+def add_feedback_text_splits(files: TextSplitFiles, snapshot_json: Path) -> TextSplitFiles:
+    """The text splits plus the feedback snapshot's training queries, as two splits of their own
+    (`feedback_problems`, `feedback_fine`; rows numbered as in the snapshot's files), so the text
+    checks name their rows and they are embedded with the rest; after embedding the pipeline merges
+    them into `outliers` and `train` (`steps.add_feedback`).
+
+    Queries (compared as the text checks compare them, `query_key`) equal to an evaluation query
+    (calibration, in_test, ood_*) are dropped: they must not train a run that tests on them; so is a
+    problem equal to a training query (a conflict the checks would fail), and a fine query already in
+    train or among the outliers.
+    The counts go into the snapshot record ("applied_text"). A store of vectors is a ValueError."""
+    from evaluation.files import write_json_atomic
+    from flows.data.text_checks import query_key
+
+    snapshot_json = Path(snapshot_json)
+    record = json.loads(snapshot_json.read_text())
+    stored = record.get("input_columns") or []
+    if stored and stored != ["text"]:
+        raise ValueError(
+            f"{snapshot_json}: the feedback store of {record['model_name']} holds vectors ({len(stored)} columns), "
+            "but this run trains on text: give the store of this guard (feedback.model_name) or train without feedback"
+        )
+    frames = {split: pd.read_parquet(path) for split, path in files.paths.items()}
+
+    def keys(*splits: str) -> set[str]:
+        return {query_key(t) for s in splits if s in frames for t in frames[s]["text"] if isinstance(t, str)}
+
+    evaluation = keys(*[s for s in frames if s in ("calibration", "in_test") or s.startswith("ood_")])
+    train, outliers = keys("train"), keys(OUTLIERS_SPLIT)
+    dropped: dict[str, int] = {}
+    paths = dict(files.paths)
+    out_dir = Path(files.paths["train"]).parent
+    for split, key, conflicts in (
+        (FEEDBACK_PROBLEMS_SPLIT, "problems", {"in_evaluation_data": evaluation, "in_training_data": train}),
+        (FEEDBACK_FINE_SPLIT, "fine_flagged", {"in_evaluation_data": evaluation, "already_in_training_data": train,
+                                               "in_outliers": outliers}),
+    ):  # fmt: skip
+        frame = pd.read_parquet(snapshot_json.parent / record["files"][key])
+        if frame.empty:
+            continue
+        frame = frame[["text"]].copy()
+        frame["source_row"] = np.arange(len(frame))
+        query_keys = frame["text"].map(query_key)
+        for reason, reference in conflicts.items():
+            hit = query_keys.isin(reference).to_numpy()
+            if hit.any():
+                dropped[f"{key.split('_')[0]}_{reason}"] = int(hit.sum())
+                frame, query_keys = frame[~hit], query_keys[~hit]
+        if len(frame):
+            paths[split] = str(out_dir / f"{split}.parquet")
+            frame.to_parquet(paths[split], index=False)
+    record["applied_text"] = {"dropped": dropped}
+    write_json_atomic(snapshot_json, record, indent=2)
+    return TextSplitFiles(paths=paths, has_labels=files.has_labels, text_column=files.text_column, label_column=files.label_column)
+
+
+def train_texts_with_feedback(files: TextSplitFiles, out_path: Path) -> Path:
+    """The training queries in the order of the merged embedded train split: train, then the
+    feedback_fine queries (the raw text of each training row, e.g. for the neighbour bank)."""
+    parts = [pd.read_parquet(files.paths[s])[["text"]] for s in ("train", FEEDBACK_FINE_SPLIT) if s in files.paths]
+    out_path = Path(out_path)
+    pd.concat(parts, ignore_index=True).to_parquet(out_path, index=False)
+    return out_path
+
+
 class TextCheckFailed(ChecksFailed):
     """A text split failed its checks; the run stops before anything is embedded or trained."""
 
@@ -217,7 +289,9 @@ def check_text_splits(files: TextSplitFiles, out_path: Path, alpha: float = 0.05
             min_distinct=MIN_DISTINCT_TRAIN_QUERIES, name="train variety", label_column=LABEL_COLUMN,
         )
     )
-    in_distribution = pd.concat([frames[s]["text"] for s in IN_DISTRIBUTION_TEXT_SPLITS if s in frames])
+    in_distribution = pd.concat(
+        [frames[s]["text"] for s in (*IN_DISTRIBUTION_TEXT_SPLITS, FEEDBACK_FINE_SPLIT) if s in frames]
+    )
     for split in ("calibration", "in_test"):
         if split in frames:
             results.append(
@@ -227,12 +301,14 @@ def check_text_splits(files: TextSplitFiles, out_path: Path, alpha: float = 0.05
                 )
             )
     for split, frame in frames.items():
-        if split.startswith("ood_") or split == OUTLIERS_SPLIT:
+        if split.startswith("ood_") or split in (OUTLIERS_SPLIT, FEEDBACK_PROBLEMS_SPLIT):
             results.append(
                 check_ood_reference_overlap(in_distribution, frame["text"], name=f"{split} vs in-distribution")
             )
     # Rows that chose the detector (OOD validation) or trained it (outliers) must not be test rows.
-    chosen_or_trained = [s for s in frames if s.startswith(OOD_VAL_PREFIX) or s == OUTLIERS_SPLIT]
+    chosen_or_trained = [
+        s for s in frames if s.startswith(OOD_VAL_PREFIX) or s in (OUTLIERS_SPLIT, *FEEDBACK_SPLITS)
+    ]
     tests = [s for s in frames if s.startswith("ood_") and not s.startswith(OOD_VAL_PREFIX)]
     for reference in chosen_or_trained:
         for checked in tests + [s for s in chosen_or_trained if s != reference and s.startswith(OOD_VAL_PREFIX)]:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
-import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
@@ -74,7 +73,33 @@ def ensure_experiment(name: str) -> str:
     return client.create_experiment(name, artifact_location=artifact_location)
 
 
-def guard_signature(feature_names: list[str]) -> ModelSignature:
+def guard_signature(feature_names: list[str], accepts_text: bool = False) -> ModelSignature:
+    """A vector guard takes one (-1, D) float64 tensor, its columns the features in order (a request
+    `{"inputs": [[...], ...]}`; the serving middleware matches named-column forms into it). A text
+    guard takes either a `text` column or the embedding columns, which one signature cannot express:
+    it declares no inputs, and its predict validates the input itself. Both declare the params
+    (`explain`: nearest training examples of flagged rows, 0 = off) and the outputs."""
+    from mlflow.types import ParamSchema, ParamSpec, TensorSpec
+
+    from flows.guard.input_checks import EXPLAIN_PARAM
+
+    outputs = Schema([
+        ColSpec("double", "energy"), ColSpec("double", "p_value"), ColSpec("boolean", "is_ood"),
+        ColSpec("string", "neighbours", required=False),  # only with params explain > 0
+    ])
+    params = ParamSchema([ParamSpec(EXPLAIN_PARAM, "long", 0)])
+    inputs = None if accepts_text else Schema([TensorSpec(np.dtype(np.float64), (-1, len(feature_names)))])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+def guard_input_example(feature_names: list[str], accepts_text: bool = False):
+    """One all-zero row in the tensor form (None for a text guard: its example would need the embedder)."""
+    return None if accepts_text else np.zeros((1, len(feature_names)), dtype=np.float64)
+
+
+def column_signature(feature_names: list[str]) -> ModelSignature:
+    """The signature versions had before the tensor form (one double column per feature, no params).
+    Such versions still load and serve; kept so tests can register one."""
     inputs = Schema([ColSpec("double", name) for name in feature_names])
     outputs = Schema([ColSpec("double", "energy"), ColSpec("double", "p_value"), ColSpec("boolean", "is_ood")])
     return ModelSignature(inputs=inputs, outputs=outputs)
@@ -108,17 +133,13 @@ def log_and_register(
         log_step_metrics(client, run.info.run_id, step_metrics or {})
         for subdir, path in artifacts.items():
             mlflow.log_artifact(str(path), artifact_path=subdir)
-        for candidate in candidate_runs or []:
-            _log_candidate_run(experiment_id, candidate)
-        # A text guard takes either a `text` column or the embedding columns, which one signature
-        # cannot express; its predict validates the input itself.
-        input_example = None if accepts_text else pd.DataFrame([np.zeros(len(feature_names))], columns=feature_names)
+        _log_candidate_runs(client, experiment_id, run.info.run_id, candidate_runs or [])
         model_info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT_NAME,
             python_model=str(ENTRY_FILE),
             artifacts={"detector": str(detector_dir)},
-            signature=None if accepts_text else guard_signature(feature_names),
-            input_example=input_example,
+            signature=guard_signature(feature_names, accepts_text),
+            input_example=guard_input_example(feature_names, accepts_text),
             registered_model_name=model_name,
             pip_requirements=serving_requirements(),
         )
@@ -167,32 +188,44 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _log_candidate_run(experiment_id: str, candidate: dict) -> None:
-    """A nested run for one selection candidate: validation figures as metrics, how it was built as params."""
-    status = "FAILED" if candidate.get("error") else "FINISHED"
-    with mlflow.start_run(experiment_id=experiment_id, run_name=candidate["name"][:250], nested=True,
-                          tags={"ebmops.stage": "selection", "ebmops.candidate": candidate["name"][:5000]}):
-        mlflow.log_params({
+def _log_candidate_runs(client: MlflowClient, experiment_id: str, parent_run_id: str, candidates: list[dict]) -> None:
+    """One nested run per selection candidate: validation figures as metrics (per-fold ones as steps),
+    how it was built as params. Three store calls per candidate (create, one batch, end) and the run
+    context (user, source, git commit) resolved once, instead of a fluent call per value."""
+    if not candidates:
+        return
+    import time
+
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking.context.registry import resolve_tags
+
+    context = {**resolve_tags(), "mlflow.parentRunId": parent_run_id}
+    for candidate in candidates:
+        status = "FAILED" if candidate.get("error") else "FINISHED"
+        tags = {**context, "ebmops.stage": "selection", "ebmops.candidate": candidate["name"][:5000]}
+        run_id = client.create_run(experiment_id, tags=tags, run_name=candidate["name"][:250]).info.run_id
+        params = {
             "family": candidate["family"],
             "kind": candidate["kind"],
             "members": ",".join(candidate.get("members") or []) or "-",
             "weights": ",".join(f"{w:.6g}" for w in candidate.get("weights") or []) or "-",
-        })
-        metrics = {
+        }
+        values = {
             "val_auroc": candidate.get("val_auroc"),
             "val_fpr95": candidate.get("val_fpr95"),
             "fit_seconds": candidate.get("fit_seconds"),
             "score_us_per_row": candidate.get("score_us_per_row"),
         }
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, 0) for k, v in values.items() if v is not None and np.isfinite(v)]
         for i, (a, f) in enumerate(zip(candidate.get("fold_auroc") or [], candidate.get("fold_fpr95") or [])):
             if a is not None:
-                mlflow.log_metric("fold_auroc", float(a), step=i)
+                metrics.append(Metric("fold_auroc", float(a), now, i))
             if f is not None:
-                mlflow.log_metric("fold_fpr95", float(f), step=i)
-        if candidate.get("error"):
-            mlflow.set_tag("ebmops.failure", str(candidate["error"])[:5000])
-        mlflow.end_run(status=status)
+                metrics.append(Metric("fold_fpr95", float(f), now, i))
+        failure = [RunTag("ebmops.failure", str(candidate["error"])[:5000])] if candidate.get("error") else []
+        client.log_batch(run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in params.items()], tags=failure)
+        client.set_terminated(run_id, status=status)
 
 
 def log_step_metrics(client: MlflowClient, run_id: str, series: dict[str, list[tuple[int, float]]]) -> None:

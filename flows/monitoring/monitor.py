@@ -12,7 +12,9 @@ The `monitor` flow
    every file not yet seen (by content hash) is new, in name order;
 3. first finishes what an interrupted pass left pending (see "Crash safety");
 4. per new file: reads and checks it, scores it (energy, conformal p-value, flag), computes the
-   batch and sliding-window statistics (`evaluation.monitoring`), updates the sequential detector,
+   batch and sliding-window statistics (`evaluation.monitoring`), adds the rows that carry
+   feedback to the model's feedback store (`flows.monitoring.feedback_store`: training data for the
+   next retrain), updates the sequential detector,
    logs the figures to MLflow (one monitoring run per model version and state, reused across
    invocations through its tags, step = batch index) and saves the state atomically;
 5. on an alarm emits the Prefect event `ebmops.monitor.alarm` and, when `trigger_retraining` is set,
@@ -45,7 +47,9 @@ here), (c) the metrics are logged to MLflow, (d) the state is saved with the pen
 the pending entries: a step already in the run's metric history (`registry.metric_steps`) is not
 logged again, a missing one is logged, an alarm not yet emitted is emitted. A crash before (b)
 leaves the file unprocessed, so it is scored again in full; no input is counted twice, no step is
-logged twice. Fault points (`flows.faults.fault_point`): monitor.after_rows_write,
+logged twice; the feedback store's add (before (a)) is idempotent per input and batch, so a batch
+scored again adds no feedback row twice. Fault points (`flows.faults.fault_point`):
+monitor.after_feedback_add, monitor.after_rows_write,
 monitor.after_pending_save, monitor.after_mlflow_log, monitor.after_state_save,
 monitor.after_alarm_emit, monitor.after_quarantine_record, monitor.after_quarantine_move (a
 quarantine is recorded in the state before the file is moved; the next pass finishes the move).
@@ -85,6 +89,7 @@ from evaluation.monitoring import (
 from flows import settings
 from flows.faults import fault_point
 from flows.guard.names import DEFAULT_CHAMPION_URI, DEFAULT_MODEL_NAME
+from flows.monitoring.triage import format_triage, summary_entry, triage_dir, write_batch_triage
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -726,6 +731,7 @@ class BatchOutcome:
     record: BatchRecord | None = None
     reason: str | None = None
     note: str | None = None
+    triage: dict[str, Any] | None = None  # the first flagged rows with their nearest training examples
 
 
 def _finish_pending(state: dict[str, Any], state_file: Path, batch: int, **marks: bool) -> None:
@@ -734,6 +740,25 @@ def _finish_pending(state: dict[str, Any], state_file: Path, batch: int, **marks
             entry.update(marks)
     state["pending"] = [p for p in state["pending"] if not (p["mlflow_logged"] and p["alarm_sent"])]
     save_state(state_file, state)
+
+
+def store_feedback(path: Path, digest: str, guard: Guard, frame: pd.DataFrame, scored: ScoredBatch) -> str | None:
+    """Add the scored rows that carry feedback to the model's feedback store
+    (`flows.monitoring.feedback_store`), batch id `<file name>@<first 16 hex digits of its sha256>`;
+    returns a note when the store refuses them (the batch is still counted), else None."""
+    from flows.monitoring.feedback_store import FeedbackStore, FeedbackStoreError
+
+    if "feedback" not in frame.columns or not frame["feedback"].notna().any():
+        return None
+    columns = ["text"] if "text" in frame.columns else list(guard.feature_names)
+    try:
+        FeedbackStore.for_model(guard.name).add_batch(
+            frame, input_columns=columns, batch_id=f"{path.name}@{digest.split(':')[-1][:16]}",
+            source=path.name, model_version=guard.version, is_ood=scored.flagged,
+        )  # fmt: skip
+    except FeedbackStoreError as error:
+        return f"feedback of {path.name} not stored: {one_line(error, 300)}"
+    return None
 
 
 @task(name="monitor-batch", cache_policy=NO_CACHE)
@@ -776,10 +801,20 @@ def process_batch(
 
     index = len(state["processed"])
     previous_digest = next((p["sha256"] for p in reversed(state["processed"]) if p["name"] == path.name), None)
+    # Feedback rows go into the store before the batch is counted (state save (b)): a crash in between
+    # scores the file again, and the store's add is idempotent per (input, batch id).
+    feedback_note = store_feedback(path, digest, guard, frame if rows is None else frame.iloc[rows].reset_index(drop=True), scored)
+    fault_point("monitor.after_feedback_add")
+    if feedback_note:
+        note = f"{note}; {feedback_note}" if note else feedback_note
     record = update_with_batch(state, scored, digest, guard, config)
     rows_file = f"{index:06d}.json"
     write_json_atomic(rows_dir(state_file) / rows_file, {"name": path.name, "sha256": digest, "rows": scored.row_hashes})
     fault_point("monitor.after_rows_write")
+    triage = write_batch_triage(
+        state_file, index, path.name, guard, frame if rows is None else frame.iloc[rows].reset_index(drop=True),
+        scored.flagged, scored.energies, rows,
+    )
     state["processed"][-1].update(
         {"rows_file": rows_file, "n_rows_in_file": scored.n_rows_in_file, "changed_from": previous_digest}
     )
@@ -802,7 +837,10 @@ def process_batch(
     fault_point("monitor.after_mlflow_log")
     _finish_pending(state, state_file, index, mlflow_logged=True)
     fault_point("monitor.after_state_save")
-    return BatchOutcome("scored", state, record=record, note=note)
+    return BatchOutcome(
+        "scored", state, record=record, note=note,
+        triage=summary_entry(triage, triage_dir(state_file) / f"{index:06d}.json"),
+    )
 
 
 def _alarm(guard: Guard, record: BatchRecord, config: MonitorConfig, logger, actions: list[str], suffix: str = "") -> None:
@@ -873,7 +911,7 @@ def monitor(directory: Path, config: MonitorConfig | None = None) -> dict[str, A
         save_state(path, state)
     new_files = find_new_files(directory, state)
     logger.info("model %s v%s: %d new batch file(s) in %s", guard.name, guard.version, len(new_files), directory)
-    records, quarantined, notes = [], [], []
+    records, quarantined, notes, triage = [], [], [], []
     for file_path, digest in new_files:
         outcome = process_batch(file_path, digest, guard, config, state, path)
         if outcome.kind == "quarantined":
@@ -900,6 +938,10 @@ def monitor(directory: Path, config: MonitorConfig | None = None) -> dict[str, A
             continue
         record = outcome.record
         records.append(record)
+        if outcome.triage is not None:
+            triage.append(outcome.triage)
+            for line in format_triage([outcome.triage]):
+                logger.info(line)
         if outcome.note:
             notes.append(outcome.note)
             logger.warning(outcome.note)
@@ -915,4 +957,5 @@ def monitor(directory: Path, config: MonitorConfig | None = None) -> dict[str, A
     summary["reconciled"] = reconciled
     summary["alarm"] = any(r.alarm for r in records) or any(r["alarm_emitted_now"] for r in reconciled)
     summary["state_file"] = str(path)
+    summary["triage"] = triage
     return summary

@@ -15,6 +15,15 @@ its outcome; the next promotion, rollback or registration settles it under the l
 (`settle_open_intents`): "done" when the alias shows the move happened, "undone" otherwise. Decisions
 that move nothing (refusals, no-ops) are one line, phase "done". Lines without a phase (written
 before phases existed) count as done.
+
+Retraining started by a monitoring alarm (flows/ops/deployments.py, `retrain/retrain-on-alarm`) is
+audited here too, as `action: "retrain"` lines (schema 3; older lines simply lack these fields):
+decision "started" (with `alarm_id`, the alarm event's id, and `retrain_flow_run`, the Prefect flow
+run), "skipped" (a cool-down: an alarm-started retrain of the same model started less than
+`cooldown_minutes` before), then "registered" (with the new `challenger` version) or "failed". The
+promotion that the retrain's completion triggers carries the same `alarm_id` and `retrain_flow_run`,
+so alarm -> retrain -> promotion decision reads off the log (`reason_chain`). Retrain lines never move
+an alias: `champion_stack` and `settle_open_intents` ignore them.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ from flows import settings
 
 AUDIT_LOG_NAME = "promotions.jsonl"
 LOCK_NAME = "registry.lock"
-AUDIT_SCHEMA_VERSION = 2
+AUDIT_SCHEMA_VERSION = 3  # 3: retrain lines, alarm_id / retrain_flow_run fields
 
 INTENT, DONE, UNDONE = "intent", "done", "undone"
 
@@ -231,3 +240,121 @@ def champion_stack(entries: list[dict[str, Any]]) -> list[str]:
             if not stack or stack[-1] != after:
                 stack.append(after)
     return stack
+
+
+# --- retraining started by an alarm -----------------------------------------------------------------
+
+RETRAIN = "retrain"
+RETRAIN_STARTED, RETRAIN_SKIPPED, RETRAIN_REGISTERED, RETRAIN_FAILED = "started", "skipped", "registered", "failed"
+
+
+def _parse_time(value: str) -> datetime:
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def last_alarm_retrain(entries: list[dict[str, Any]], model_name: str) -> dict[str, Any] | None:
+    """The latest retrain of `model_name` that an alarm started (decision "started"), or None."""
+    started = [
+        e for e in entries
+        if e.get("action") == RETRAIN and e.get("model_name") == model_name
+        and e.get("decision") == RETRAIN_STARTED and e.get("alarm_id")
+    ]
+    return started[-1] if started else None
+
+
+def cooldown_check(
+    entries: list[dict[str, Any]], model_name: str, cooldown_minutes: float, now: datetime
+) -> tuple[bool, str, dict[str, Any] | None]:
+    """(may start, why, the previous alarm-started retrain): an alarm may start a retrain unless the
+    previous alarm-started retrain of the same model started less than `cooldown_minutes` before `now`."""
+    if cooldown_minutes < 0 or cooldown_minutes != cooldown_minutes:
+        raise ValueError(f"cooldown_minutes must be >= 0, got {cooldown_minutes!r}")
+    previous = last_alarm_retrain(entries, model_name)
+    if previous is None:
+        return True, f"no earlier alarm-started retrain of {model_name}", None
+    minutes = (now - _parse_time(previous["time"])).total_seconds() / 60.0
+    if minutes < cooldown_minutes:
+        return False, (
+            f"cool-down: the alarm-started retrain of {model_name} for alarm {previous['alarm_id']} "
+            f"(flow run {previous.get('retrain_flow_run')}) started {minutes:.1f} min ago, "
+            f"under the {cooldown_minutes:g} min cool-down"
+        ), previous
+    return True, f"the previous alarm-started retrain of {model_name} started {minutes:.1f} min ago (cool-down {cooldown_minutes:g} min)", previous
+
+
+def retrain_entry(
+    model_name: str, decision: str, alarm_id: str | None, retrain_flow_run: str | None, message: str,
+    actor: str | None = None, reason: str = "", **fields: Any,
+) -> dict[str, Any]:
+    return {
+        "audit_id": new_audit_id(),
+        "time": utc_now(),
+        "action": RETRAIN,
+        "phase": DONE,
+        "model_name": model_name,
+        "decision": decision,
+        "alarm_id": alarm_id,
+        "retrain_flow_run": retrain_flow_run,
+        "actor": current_actor(actor),
+        "reason": reason,
+        "message": message,
+        "champion_before": None,
+        "champion_after": None,
+        "challenger": None,
+        **fields,
+    }
+
+
+def start_alarm_retrain(
+    model_name: str,
+    alarm_id: str,
+    retrain_flow_run: str | None,
+    cooldown_minutes: float,
+    actor: str | None = None,
+    lock_timeout_s: float = 600.0,
+    path: Path | None = None,
+) -> dict[str, Any]:
+    """Decide, under the registry lock, whether an alarm starts a retrain (the cool-down), and append
+    the decision: "started" or "skipped". Returns the entry written."""
+    with registry_lock(lock_timeout_s):
+        entries = read_entries(path, model_name=model_name)
+        allowed, why, previous = cooldown_check(entries, model_name, cooldown_minutes, datetime.now(timezone.utc))
+        entry = retrain_entry(
+            model_name, RETRAIN_STARTED if allowed else RETRAIN_SKIPPED, alarm_id, retrain_flow_run,
+            f"retrain started for alarm {alarm_id}" if allowed else f"retrain skipped for alarm {alarm_id}: {why}",
+            actor=actor, reason=f"monitoring alarm {alarm_id}", cooldown_minutes=cooldown_minutes,
+            previous_retrain_flow_run=None if previous is None else previous.get("retrain_flow_run"),
+        )
+        append_entry(entry, path)
+    return entry
+
+
+def finish_alarm_retrain(
+    started: dict[str, Any], decision: str, message: str, version: str | None = None,
+    lock_timeout_s: float = 600.0, path: Path | None = None,
+) -> dict[str, Any]:
+    """The outcome line of an alarm-started retrain: "registered" (with the version) or "failed"."""
+    entry = retrain_entry(
+        started["model_name"], decision, started.get("alarm_id"), started.get("retrain_flow_run"), message,
+        actor=started.get("actor"), reason=started.get("reason", ""), challenger=version,
+        started_audit_id=started["audit_id"],
+    )
+    with registry_lock(lock_timeout_s):
+        append_entry(entry, path)
+    return entry
+
+
+def reason_chain(entries: list[dict[str, Any]], alarm_id: str) -> dict[str, Any]:
+    """Everything the log holds about one alarm: its retrain lines and the promotion decisions that
+    name it, oldest first, and whether the chain alarm -> retrain -> decision is complete."""
+    retrains = [e for e in entries if e.get("action") == RETRAIN and e.get("alarm_id") == alarm_id]
+    decisions = [
+        e for e in outcomes(entries) if e.get("action") == "promote" and e.get("alarm_id") == alarm_id
+    ]
+    runs = {e.get("retrain_flow_run") for e in retrains if e.get("decision") == RETRAIN_STARTED}
+    complete = bool(
+        runs and any(e.get("decision") == RETRAIN_REGISTERED for e in retrains)
+        and any(d.get("retrain_flow_run") in runs for d in decisions)
+    )
+    return {"alarm_id": alarm_id, "retrains": retrains, "decisions": decisions, "complete": complete}

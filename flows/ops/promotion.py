@@ -18,6 +18,19 @@ Reading the aliases, deciding, moving the alias and appending the entry happen u
 file lock, so two promotions started together serialise: one promotes, the other then sees the new
 champion (and records a no-op), and both entries are kept.
 
+When holdout feedback exists (flows/monitoring/feedback_store.py `holdout_frame`: the newest traffic
+rows with feedback, held out of every retrain), champion and challenger both score those rows and the
+holdout feedback gates (`evaluation.compare.feedback_verdicts`: missed-problem rate and false-alarm
+rate, challenger - champion with exact paired intervals, tolerance `feedback_holdout` in the gates
+file, else `DEFAULT_FEEDBACK_GATE`) join the evaluation-set gates; without a holdout that gate is
+skipped with a note in the gate table.
+
+A promotion started by the completion of an alarm retrain (`retrain_flow_run`, the deployment
+`promote/promote-after-alarm-retrain`) reads that run's parameters from the Prefect API (model name,
+alarm id) and records `alarm_id` and `retrain_flow_run` in its audit entry, next to the challenger's
+own origin tags (`ebmops.alarm_id`, `ebmops.retrain_flow_run`): the reason chain alarm -> retrain ->
+decision.
+
 A decision that moves the alias is recorded as an intent before the move and an outcome after it
 (flows/ops/audit.py); when the outcome cannot be written the move is taken back, and an intent a crash
 left open is settled by the next decision. A first version becomes champion (`bootstrap_champion`,
@@ -48,6 +61,9 @@ from flows.pipeline import run_markers
 DEFAULT_GATES_PATH = Path(__file__).resolve().parents[1] / "pipeline" / "configs" / "gates.yaml"
 IN_DISTRIBUTION_SPLIT = "in_test"
 TAG_PREFIX = "ebmops.promotion"
+ALARM_TAG = "ebmops.alarm_id"
+RETRAIN_RUN_TAG = "ebmops.retrain_flow_run"
+FLOW_RUN_RESOURCE = "prefect.flow-run."
 ROLLED_BACK_TAG = "ebmops.rolled_back"
 
 PROMOTED, REFUSED, NOOP, ROLLED_BACK = "promoted", "refused", "noop", "rolled_back"
@@ -189,6 +205,59 @@ def version_data_checks_passed(model_name: str, version: str) -> bool | None:
 evaluate_task = task(name="evaluate-version")(evaluate_version)
 
 
+# --- holdout feedback and the reason chain ---------------------------------------------------------
+
+
+def guard_inputs(frame, guard: Guard):
+    """The columns of holdout rows a guard scores: its vector columns, or every input column (text)."""
+    from flows.monitoring.feedback_store import META_COLUMNS
+
+    if not guard.accepts_text and all(c in frame.columns for c in guard.feature_names):
+        return frame[guard.feature_names]
+    return frame[[c for c in frame.columns if c not in META_COLUMNS]]
+
+
+def holdout_feedback_verdicts(model_name: str, champion: str, challenger: str, gate, holdout=None) -> list:
+    """The holdout feedback gates for champion vs challenger (`holdout`: rows with input columns and
+    `feedback`; default: the model's feedback store holdout). One skipped verdict when there is none."""
+    from evaluation.compare import feedback_skipped_verdict, feedback_verdicts
+    from flows.monitoring.feedback_store import FEEDBACK, holdout_frame
+
+    frame = holdout_frame(model_name) if holdout is None else holdout
+    if frame is None or len(frame) == 0:
+        return [feedback_skipped_verdict(f"no holdout feedback rows for model {model_name}", gate)]
+    flags = {}
+    for role, version in (("champion", champion), ("challenger", challenger)):
+        guard = Guard.load(registry.version_uri(model_name, version))
+        flags[role] = guard.score(guard_inputs(frame, guard))["is_ood"].to_numpy().astype(bool)
+    return feedback_verdicts(flags["champion"], flags["challenger"], frame[FEEDBACK].to_numpy(), gate)
+
+
+holdout_task = task(name="holdout-feedback-gates")(holdout_feedback_verdicts)
+
+
+def retrain_origin(retrain_flow_run: str) -> dict[str, Any]:
+    """The retrain flow run (id, or the event resource `prefect.flow-run.<id>`) a promotion follows:
+    its id, name, deployment, model name and alarm id, read from the Prefect API."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    run_id = retrain_flow_run.removeprefix(FLOW_RUN_RESOURCE)
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(UUID(run_id))
+    except Exception as error:  # no API, unknown run: the chain keeps the id only
+        return {"retrain_flow_run": run_id, "note": f"retrain flow run not read: {type(error).__name__}: {error}"[:500]}
+    parameters = run.parameters or {}
+    return {
+        "retrain_flow_run": run_id,
+        "retrain_flow_run_name": run.name,
+        "model_name": parameters.get("model_name"),
+        "alarm_id": parameters.get("alarm_id"),
+    }
+
+
 # --- the promote flow ------------------------------------------------------------------------------
 
 
@@ -202,14 +271,21 @@ def promote(
     n_bootstrap: int = 1000,
     allow_rolled_back: bool = False,
     lock_timeout_s: float = 600.0,
+    alarm_id: str | None = None,
+    retrain_flow_run: str | None = None,
 ) -> PromotionResult:
-    """Compare challenger with champion on the same current data; move `champion` when every gate
-    passes. With no champion yet, the challenger must pass the gates that judge it on its own."""
-    from evaluation.compare import Gates, candidate_verdicts, compare_reports
+    """Compare challenger with champion on the same current data (and on holdout feedback rows when
+    there are any); move `champion` when every gate passes. With no champion yet, the challenger must
+    pass the gates that judge it on its own. `retrain_flow_run` (a promotion triggered by a retrain's
+    completion): the model and alarm id come from that run's parameters, and the audit entry names both."""
+    from evaluation.compare import DEFAULT_FEEDBACK_GATE, Gates, candidate_verdicts, compare_reports
     from evaluation.report import EvalReport
 
     settings.configure_torch_threads()
     registry.configure_tracking()
+    origin = retrain_origin(retrain_flow_run) if retrain_flow_run else {}
+    model_name = origin.get("model_name") or model_name
+    alarm_id = alarm_id or origin.get("alarm_id")
     gates_file = Path(gates_path) if gates_path else DEFAULT_GATES_PATH
     gates = Gates.from_yaml(gates_file)
     eval_dir = resolve_eval_data(data_dir)
@@ -236,13 +312,19 @@ def promote(
             "gate_table": [],
             "reports": {},
             "comparison_sha256": None,
+            "alarm_id": alarm_id,
+            "retrain_flow_run": origin.get("retrain_flow_run"),
         }
+        if origin.get("note"):
+            entry["retrain_note"] = origin["note"]
         comparison_path: Path | None = None
         report_paths: dict[str, str] = {}
 
         if challenger is None:
             raise PromotionError(f"model {model_name!r} has no {registry.CHALLENGER!r} alias: nothing to promote")
-        rolled_back = registry.get_version(model_name, challenger).tags.get(ROLLED_BACK_TAG)
+        challenger_tags = registry.get_version(model_name, challenger).tags
+        entry["challenger_origin"] = {"alarm_id": challenger_tags.get(ALARM_TAG), "retrain_flow_run": challenger_tags.get(RETRAIN_RUN_TAG)}
+        rolled_back = challenger_tags.get(ROLLED_BACK_TAG)
         if champion == challenger:
             decision, after = NOOP, champion
             message = f"version {challenger} is already the champion; nothing to do"
@@ -271,12 +353,15 @@ def promote(
                 )
                 comparison_path = comparison.write_json(work / "comparison.json")
                 entry["comparison_sha256"] = file_fingerprint(comparison_path)
-                entry["gate_table"] = _verdict_rows(comparison.verdicts)
-                if comparison.passed:
+                feedback_gate = gates.feedback or DEFAULT_FEEDBACK_GATE
+                entry["feedback_gate"] = feedback_gate.to_dict()
+                verdicts = [*comparison.verdicts, *holdout_task(model_name, champion, challenger, feedback_gate)]
+                entry["gate_table"] = _verdict_rows(verdicts)
+                if all(v.passed for v in verdicts):
                     decision, after = PROMOTED, challenger
                     message = f"every gate passed: version {challenger} replaces version {champion} as champion"
                 else:
-                    failed = sorted({v.gate for v in comparison.failed})
+                    failed = sorted({v.gate for v in verdicts if not v.passed})
                     decision, after = REFUSED, champion
                     message = f"gate(s) {', '.join(failed)} failed: version {champion} stays champion"
 
@@ -480,11 +565,33 @@ def champion_history(model_name: str = DEFAULT_MODEL_NAME) -> list[dict[str, Any
                 "actor": entry.get("actor"),
                 "reason": entry.get("reason", ""),
                 "audit_id": entry["audit_id"],
+                "alarm_id": entry.get("alarm_id"),
+                "retrain_flow_run": entry.get("retrain_flow_run"),
             }
         )
     known = {row["audit_id"] for row in rows}
     rows.extend(row for row in _history_from_mlflow(model_name) if row["audit_id"] not in known)
     return sorted(rows, key=lambda row: row["time"])
+
+
+def reason_chain_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per monitoring alarm in history rows (oldest first): alarm id -> retrain run(s) and
+    what became of them -> the promotion decision(s) that followed."""
+    chains: dict[str, list[str]] = {}
+    for row in rows:
+        alarm = row.get("alarm_id")
+        if not alarm:
+            continue
+        steps = chains.setdefault(alarm, [])
+        run = row.get("retrain_flow_run") or "?"
+        if row["action"] == "retrain":
+            what = {"registered": f"registered v{row.get('challenger')}"}.get(row["decision"], row["decision"])
+            steps.append(f"retrain {run}: {what}")
+        else:
+            before, after = row.get("champion_before"), row.get("champion_after")
+            moved = f"v{before} -> v{after}" if before != after else f"v{after} kept"
+            steps.append(f"{row['action']} of v{row.get('challenger')} after retrain {run}: {row['decision']} ({moved})")
+    return [f"alarm {alarm}: " + " -> ".join(steps) for alarm, steps in chains.items()]
 
 
 def _history_from_mlflow(model_name: str) -> list[dict[str, Any]]:
@@ -510,6 +617,8 @@ def _history_from_mlflow(model_name: str) -> list[dict[str, Any]]:
                 "actor": tags.get("ebmops.audit.actor"),
                 "reason": tags.get("ebmops.audit.reason", ""),
                 "audit_id": tags["ebmops.audit.id"],
+                "alarm_id": tags.get("ebmops.audit.alarm_id"),
+                "retrain_flow_run": tags.get("ebmops.audit.retrain_flow_run"),
             }
         )
     return rows
@@ -536,6 +645,8 @@ def _log_audit_run(model_name: str, entry: dict[str, Any], work: Path) -> str:
             "ebmops.audit.champion_before": str(entry.get("champion_before")),
             "ebmops.audit.champion_after": str(entry.get("champion_after")),
             "ebmops.audit.challenger": str(entry.get("challenger")),
+            **({"ebmops.audit.alarm_id": str(entry["alarm_id"])} if entry.get("alarm_id") else {}),
+            **({"ebmops.audit.retrain_flow_run": str(entry["retrain_flow_run"])} if entry.get("retrain_flow_run") else {}),
         },
     )
     staged = work / "mlflow"

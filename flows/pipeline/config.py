@@ -37,6 +37,26 @@ class SelectionConfig:
 
 
 @dataclass(frozen=True)
+class FeedbackConfig:
+    """Train on the feedback store (flows/monitoring/feedback_store.py): on, the snapshot's confirmed
+    problems join the `outliers` split and its confirmed-fine flagged inputs the train split, after
+    the same checks as any training data; the newest `holdout_batches` batches are held out (for the
+    promotion gate, never trained on). `model_name`: whose store (default: the pipeline's model)."""
+
+    use: bool = False
+    model_name: str | None = None
+    holdout_batches: int = 1
+
+    def __post_init__(self):
+        if not isinstance(self.use, bool):
+            raise ValueError(f"feedback.use must be true or false, got {self.use!r}")
+        if self.model_name is not None:
+            check_model_name(self.model_name)
+        if not isinstance(self.holdout_batches, int) or isinstance(self.holdout_batches, bool) or self.holdout_batches < 0:
+            raise ValueError(f"feedback.holdout_batches must be a whole number >= 0, got {self.holdout_batches!r}")
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     experiment_name: str = DEFAULT_MODEL_NAME
     model_name: str = DEFAULT_MODEL_NAME
@@ -46,6 +66,7 @@ class PipelineConfig:
     data: DigitsDataConfig = field(default_factory=DigitsDataConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
 
     def __post_init__(self):
         if not isinstance(self.alpha, (int, float)) or isinstance(self.alpha, bool) or not 0 < self.alpha < 1:
@@ -56,7 +77,10 @@ class PipelineConfig:
         check_experiment_name(self.experiment_name)
         if self.featurizer is not None and self.featurizer not in KNOWN_FEATURIZERS:
             raise ValueError(f"featurizer must be one of {list(KNOWN_FEATURIZERS)} or null, got {self.featurizer!r}")
-        for name, cls in (("data", DigitsDataConfig), ("detector", DetectorConfig), ("selection", SelectionConfig)):
+        for name, cls in (
+            ("data", DigitsDataConfig), ("detector", DetectorConfig), ("selection", SelectionConfig),
+            ("feedback", FeedbackConfig),
+        ):  # fmt: skip
             if not isinstance(getattr(self, name), cls):
                 raise TypeError(f"{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}")
 
@@ -91,11 +115,11 @@ class PipelineConfig:
         if not isinstance(data, dict):
             raise ValueError(f"a pipeline config is a mapping of keys to values, got {type(data).__name__}")
         data = dict(data)
-        for section in ("data", "detector", "selection"):
+        for section in ("data", "detector", "selection", "feedback"):
             if data.get(section) is not None and not isinstance(data[section], dict):
                 raise ValueError(f"{section} must be a mapping, got {data[section]!r}")
         unknown = set(data) - {
-            "experiment_name", "model_name", "alpha", "seed", "featurizer", "data", "detector", "selection"
+            "experiment_name", "model_name", "alpha", "seed", "featurizer", "data", "detector", "selection", "feedback"
         }
         if unknown:
             raise ValueError(f"unknown config keys: {sorted(unknown)}")
@@ -104,6 +128,7 @@ class PipelineConfig:
             data=from_plain(DigitsDataConfig, digits, "data"),
             detector=DetectorConfig.from_dict(data.pop("detector", {}) or {}),
             selection=from_plain(SelectionConfig, data.pop("selection", {}) or {}, "selection"),
+            feedback=from_plain(FeedbackConfig, data.pop("feedback", {}) or {}, "feedback"),
             **data,
         )
 
@@ -137,6 +162,16 @@ class PipelineConfig:
         return replace(
             self, detector=self.detector.with_objective(objective), selection=replace(self.selection, enabled=False)
         )
+
+    def with_feedback(self, use: bool = True, holdout_batches: int | None = None) -> "PipelineConfig":
+        """Train on the feedback store (or not); `holdout_batches` None keeps the configured number."""
+        held = self.feedback.holdout_batches if holdout_batches is None else holdout_batches
+        return replace(self, feedback=replace(self.feedback, use=use, holdout_batches=held))
+
+    @property
+    def feedback_model_name(self) -> str:
+        """Whose feedback store a feedback run reads."""
+        return self.feedback.model_name or self.model_name
 
     def with_selection_budget(self, budget: str) -> "PipelineConfig":
         return replace(self, selection=replace(self.selection, budget=budget))

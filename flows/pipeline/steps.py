@@ -110,6 +110,31 @@ def load_data(config: PipelineConfig, run_dir: Path, source: DataSource | None =
     )
 
 
+def add_feedback(data: PreparedData, snapshot_json: Path, run_dir: Path) -> tuple[PreparedData, Path]:
+    """The data with a feedback snapshot's training rows added (problems -> `outliers`, fine flagged
+    inputs -> `train`; `flows.monitoring.feedback_store.merge_into_vector_splits` says how), written
+    under `<run_dir>/data_feedback/`; the data checks run on the result like on any split. Returns the
+    data and `<run_dir>/feedback_snapshot.json`, the record the registered version names."""
+    from flows.monitoring.feedback_store import SNAPSHOT_FILE, merge_into_vector_splits
+
+    out_dir = Path(run_dir) / "data_feedback"
+    paths, label, record = merge_into_vector_splits(
+        data.split_paths, data.feature_columns, snapshot_json, out_dir, LABEL_COLUMN
+    )
+    allowed = data.allowed_labels
+    if label is not None and allowed is not None:
+        allowed = (*allowed, label)
+    merged = PreparedData(
+        split_paths=paths,
+        feature_columns=data.feature_columns,
+        ood_splits=data.ood_splits,
+        value_range=data.value_range,
+        allowed_labels=allowed,
+        fingerprints={split: file_fingerprint(path) for split, path in paths.items()},
+    )
+    return merged, Path(write_text_atomic(Path(run_dir) / SNAPSHOT_FILE, Path(record).read_text()))
+
+
 def validate_data(data: PreparedData, run_dir: Path, alpha: float = 0.05) -> Path:
     """Run the Great Expectations checks on every split; write the result; raise if any failed.
 
@@ -117,7 +142,8 @@ def validate_data(data: PreparedData, run_dir: Path, alpha: float = 0.05) -> Pat
     from flows.data.data_checks import VectorDatasetSpec, check_vector_dataset
 
     results = {}
-    min_rows = {"train": MIN_TRAIN_ROWS, "calibration": min_calibration_rows(alpha)}
+    # known outliers may be few (a handful of confirmed problems from feedback)
+    min_rows = {"train": MIN_TRAIN_ROWS, "calibration": min_calibration_rows(alpha), "outliers": 1}
     for split, path in data.split_paths.items():
         frame = pd.read_parquet(path)
         spec = VectorDatasetSpec(
@@ -467,6 +493,7 @@ def evaluate_detector(
         device=config.detector.device,
         selection=selection.SelectionOutcome.read_json(selection_path).to_dict() if selection_path else None,
     )
+    report = _with_model_samples(report, detector, x_train, data, config.seed)
     report_json = report.write_json(Path(run_dir) / "report.json")
     report_html = write_html(report, Path(run_dir) / "report.html")
     metrics = report_metrics(report)
@@ -480,6 +507,38 @@ def evaluate_detector(
     return EvaluationOutputs(report_json, report_html, metrics, training_step_metrics(history))
 
 
+def _with_model_samples(report: EvalReport, detector, x_train: np.ndarray, data: PreparedData, seed: int) -> EvalReport:
+    """The report with Langevin samples of the energy when the features are an image (digits)."""
+    from dataclasses import replace
+
+    from flows.guard.explanations import langevin_pictures
+
+    pictures = langevin_pictures(detector, x_train, list(data.feature_columns), seed=seed, value_range=data.value_range)
+    return report if pictures is None else replace(report, model_samples=pictures)
+
+
+def write_neighbour_bank(
+    detector_dir: Path, data: PreparedData, text_path: str | Path | None = None, seed: int = 0
+) -> Path:
+    """Store the training rows that "why was this flagged" searches (flows.guard.explanations) in the
+    detector folder, so they are registered with it: their labels when the data has them and, for text
+    data, the raw training queries (`text_path`: the text split the embeddings were made from, same
+    rows in the same order). Call it after the last `Detector.save` (a save keeps files, not folders)."""
+    from flows.guard.explanations import save_neighbour_bank
+
+    train = pd.read_parquet(data.path("train"))
+    x = train[list(data.feature_columns)].to_numpy(dtype=np.float64)
+    labels = None
+    if LABEL_COLUMN in train.columns:
+        labels = [None if pd.isna(v) else v for v in train[LABEL_COLUMN].tolist()]
+    texts = None
+    if text_path is not None:
+        texts = pd.read_parquet(text_path)["text"].astype(str).tolist()
+        if len(texts) != len(x):
+            raise ValueError(f"{text_path}: {len(texts)} training texts for {len(x)} embedded training rows")
+    return save_neighbour_bank(detector_dir, x, labels, texts, seed=seed)
+
+
 def register_model(
     config: PipelineConfig,
     data: PreparedData,
@@ -488,10 +547,13 @@ def register_model(
     data_check_path: Path,
     selection_path: Path | None = None,
     text_check_path: Path | None = None,
+    feedback_path: Path | None = None,
 ) -> registry.RegisteredVersion:
     """Log the run (config, metrics, report, checks, the selection record and one nested run per
     candidate) and register the detector as a new version aliased `challenger`. A model's first
-    version becomes `champion` only through the audited gates of `promotion.bootstrap_champion`."""
+    version becomes `champion` only through the audited gates of `promotion.bootstrap_champion`.
+    `feedback_path` (feedback_snapshot.json of a run trained on feedback): logged, and its snapshot id,
+    holdout batch ids and counts become tags of the run and the version, and params of the run."""
     if config.featurizer is not None:
         write_featurizer(detector_dir, config.featurizer)
     artifacts = {
@@ -508,10 +570,18 @@ def register_model(
         tags.update({"ebmops.selection.winner": outcome.winner[:5000], "ebmops.selection.scheme": outcome.scheme})
     if text_check_path is not None:
         artifacts["text_checks"] = Path(text_check_path)
+    params, version_tags = config.to_params(), {}
+    if feedback_path is not None:
+        from flows.monitoring.feedback_store import registry_records
+
+        artifacts["feedback"] = Path(feedback_path)
+        version_tags, feedback_params = registry_records(feedback_path)
+        tags.update(version_tags)
+        params.update(feedback_params)
     registered = registry.log_and_register(
         experiment_name=config.experiment_name,
         model_name=config.model_name,
-        params=config.to_params(),
+        params=params,
         metrics=evaluation_outputs.metrics,
         artifacts=artifacts,
         detector_dir=detector_dir,
@@ -521,6 +591,8 @@ def register_model(
         step_metrics=evaluation_outputs.step_metrics,
         candidate_runs=candidate_runs,
     )
+    if version_tags:  # before any alias but challenger points at it
+        registry.tag_version(registered.model_name, registered.version, version_tags)
     return bootstrap_champion_if_none(registered, evaluation_outputs.report_json)
 
 

@@ -331,3 +331,87 @@ def test_comparison_json_round_trip_is_exact(base_scores, base_report, tmp_path)
     tampered["passed"] = True
     with pytest.raises(ValueError, match="disagrees"):
         ReportComparison.from_dict(tampered)
+
+
+# --- holdout feedback gates (hand-made rows) ---------------------------------------------------------
+
+
+def test_paired_rate_difference_known_answers():
+    from evaluation.compare import paired_rate_difference
+
+    # 10 rows; the candidate has the event on rows 0-3, the baseline on rows 0-1: two discordant rows,
+    # both the candidate's. Difference 0.2; Clopper-Pearson of 2/2 at 95% is [0.025 ** (1/2), 1].
+    d = paired_rate_difference([1, 1, 0, 0, 0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 0, 0, 0, 0, 0, 0], 0.95)
+    assert (d["n"], d["only_candidate"], d["only_baseline"]) == (10, 2, 0)
+    assert (d["baseline"], d["candidate"], d["delta"]) == pytest.approx((0.2, 0.4, 0.2))
+    assert d["ci_low"] == pytest.approx((2 * 0.025 ** 0.5 - 1) * 2 / 10)
+    assert d["ci_high"] == pytest.approx(0.2)
+    # the same events for both models: no discordant row, a zero-width interval at 0
+    same = paired_rate_difference([1, 0, 1], [1, 0, 1])
+    assert (same["delta"], same["ci_low"], same["ci_high"]) == (0.0, 0.0, 0.0)
+    # swapping the models mirrors the interval
+    back = paired_rate_difference([1, 1, 1, 1, 0, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0, 0, 0, 0, 0], 0.95)
+    assert (back["delta"], back["ci_low"], back["ci_high"]) == pytest.approx((-0.2, -d["ci_high"], -d["ci_low"]))
+    with pytest.raises(ValueError, match="one event per row"):
+        paired_rate_difference([1, 0], [1])
+
+
+def test_feedback_gate_passes_a_better_challenger_and_reports_both_rates():
+    from evaluation.compare import feedback_verdicts
+
+    feedback = [1, 1, 1, 1, 0, 0, 0, 0]
+    champion = [1, 1, 1, 0, 0, 0, 0, 1]  # misses problem row 3, false alarm on fine row 7
+    challenger = [1, 1, 1, 1, 0, 0, 0, 0]  # catches every problem, no false alarm
+    missed, false_alarms = feedback_verdicts(champion, challenger, feedback)
+    assert (missed.gate, false_alarms.gate) == ("feedback_missed_problems", "feedback_false_alarms")
+    assert missed.passed and false_alarms.passed
+    assert (missed.observed["baseline"], missed.observed["candidate"], missed.observed["n"]) == (0.25, 0.0, 4)
+    assert (false_alarms.observed["baseline"], false_alarms.observed["candidate"]) == (0.25, 0.0)
+    assert "(problems the guard accepted) 0.2500 -> 0.0000 on 4 rows (1 -> 0; delta -0.2500" in missed.message
+
+
+def test_feedback_gate_fails_a_challenger_confidently_worse_beyond_the_tolerance():
+    from evaluation.compare import FeedbackGate, feedback_verdicts
+
+    # 20 problems the champion flags and the challenger accepts: missed-problem rate 0 -> 1, every row
+    # discordant; the 95% lower bound is 2 * 0.025 ** (1/20) - 1 = 0.6635.
+    feedback, champion, challenger = [1] * 20, [1] * 20, [0] * 20
+    (missed, false_alarms) = feedback_verdicts(champion, challenger, feedback, FeedbackGate(max_rise=0.05))
+    assert missed.observed["ci_low"] == pytest.approx(2 * 0.025 ** (1 / 20) - 1)
+    assert not missed.passed and "confidently rose by more than 0.05" in missed.message
+    assert false_alarms.passed and false_alarms.observed["n"] == 0 and "feedback = 0" in false_alarms.message
+    # the stated tolerance decides: 0.7 allows a rise whose lower bound is 0.66
+    (missed_loose, _) = feedback_verdicts(champion, challenger, feedback, FeedbackGate(max_rise=0.7))
+    assert missed_loose.passed
+    # one worse row in ten is not a demonstrated regression: lower bound (2 * 0.025 - 1) / 10 < 0
+    (one_row, _) = feedback_verdicts([1] * 10, [0] + [1] * 9, [1] * 10)
+    assert one_row.passed and one_row.observed["delta"] == pytest.approx(0.1)
+
+
+def test_feedback_gate_false_alarms_and_bad_input():
+    from evaluation.compare import feedback_skipped_verdict, feedback_verdicts
+
+    # 30 confirmed-fine rows: the challenger flags all, the champion none -> confidently more false alarms
+    (_, false_alarms) = feedback_verdicts([0] * 30, [1] * 30, [0] * 30)
+    assert not false_alarms.passed and false_alarms.observed["candidate"] == 1.0
+    with pytest.raises(ValueError, match="feedback must be 0/1, row 1"):
+        feedback_verdicts([0, 0], [0, 0], [1, 2])
+    with pytest.raises(ValueError, match="3 champion flags, 2 challenger flags"):
+        feedback_verdicts([0, 0, 0], [0, 0], [1, 1])
+    skipped = feedback_skipped_verdict("no holdout feedback for model m")
+    assert skipped.passed and skipped.observed == {"skipped": True} and skipped.message.startswith("skipped:")
+
+
+def test_feedback_gate_settings_round_trip_and_stay_optional():
+    from evaluation.compare import FeedbackGate
+
+    assert Gates.default().feedback == FeedbackGate(max_rise=0.05, confidence=0.95)
+    without = {k: v for k, v in DEFAULT_GATES.items() if k != "feedback_holdout"}
+    assert Gates.from_dict(without).feedback is None and "feedback_holdout" not in Gates.from_dict(without).to_dict()
+    gates = Gates.from_dict({**DEFAULT_GATES, "feedback_holdout": {"max_rise": 0.1, "confidence": 0.9}})
+    assert gates.feedback == FeedbackGate(max_rise=0.1, confidence=0.9)
+    assert Gates.from_dict(gates.to_dict()) == gates
+    with pytest.raises(ValueError, match="unknown key"):
+        Gates.from_dict({**DEFAULT_GATES, "feedback_holdout": {"tolerance": 0.1}})
+    with pytest.raises(ValueError, match="max_rise must be a share"):
+        Gates.from_dict({**DEFAULT_GATES, "feedback_holdout": {"max_rise": 2}})

@@ -243,3 +243,37 @@ def as_client(servers: Servers, user: str | None, password: str | None, home: Pa
 
         registry.configure_tracking()
         yield
+
+
+@pytest.fixture(scope="module")
+def own_team_servers():
+    """Team servers for one module alone (a fresh folder, other free ports), started and purged around
+    it like `team_servers`: for a module whose runs and registrations must not meet another module's
+    (tests/integration/test_team_servers.py counts what is on its servers)."""
+    folder = Path(tempfile.mkdtemp(prefix="ebmops-servers-"))
+    folder.chmod(0o711)
+    servers_dir = folder / "servers"
+    _SESSION_ROOT.append(folder)
+    # One MLflow worker process: no uvicorn supervisor, whose 5 s health check kills workers that a
+    # busy CI machine is slow to start; a longer readiness wait for the same reason.
+    env = {**_script_env(servers_dir), "EBMOPS_MLFLOW_WORKERS": "1", "EBMOPS_SERVERS_TIMEOUT": "600"}
+    try:
+        started = subprocess.run(
+            ["bash", str(INFRA / "servers-up.sh")], env=env, capture_output=True, text=True, timeout=STARTUP_TIMEOUT_S
+        )
+        if started.returncode != 0:
+            pytest.fail(f"infra/servers-up.sh failed (exit {started.returncode}):\n{started.stderr[-4000:]}")
+        exports = parse_exports(started.stdout)
+        yield Servers(
+            folder=servers_dir,
+            mlflow_uri=exports["MLFLOW_TRACKING_URI"],
+            prefect_api=exports["PREFECT_API_URL"],
+            admin_user=exports["MLFLOW_TRACKING_USERNAME"],
+            admin_password=exports["MLFLOW_TRACKING_PASSWORD"],
+        )
+    finally:
+        stopped = servers_down(servers_dir, "--purge")
+        shutil.rmtree(folder, ignore_errors=True)
+        _SESSION_ROOT.remove(folder)
+        if stopped.returncode != 0:
+            print(f"infra/servers-down.sh failed (exit {stopped.returncode}):\n{stopped.stderr[-4000:]}", file=sys.stderr)

@@ -2,7 +2,10 @@
 `ebmops serve` runs) on loopback, serving the shared small vector guard.
 
 Over 1000 generated requests (hypothesis, derandomized so every run sends the same ones): valid
-requests in every MLflow form (dataframe_split, dataframe_records, instances, inputs, CSV, Parquet),
+requests in the tensor form of a vector guard ({"inputs": rows} / {"instances": rows}, columns in the
+model's order) and in every named-column form older clients send (dataframe_split, dataframe_records,
+instances and inputs records/columns, CSV, Parquet; columns in any order), params `explain` in and
+out of range,
 cells replaced by wrong types, NaN/Infinity tokens and strings, huge numbers, unicode, nested objects;
 columns renamed, added, doubled, with huge names; index/data mismatches; random JSON; deep nesting;
 random bytes; truncated bodies; missing and wrong content types; oversized bodies, sent whole or
@@ -128,6 +131,8 @@ def split_doc(data, columns=None, **extra):
 
 def in_form(form: str, data: list[list[float]], columns: list[str]) -> dict:
     records = [dict(zip(columns, row)) for row in data]
+    if form in ("tensor inputs", "tensor instances"):  # rows only: the columns are the model's, in order
+        return {form.split()[1]: data}
     if form == "dataframe_split":
         return split_doc(data, columns)
     if form == "inputs":
@@ -139,21 +144,26 @@ def dumps(doc) -> bytes:
     return json.dumps(doc, allow_nan=True).encode()
 
 
-def case(kind, body, content_type=JSON, expect=None, n_rows=None, phrase=None, chunked=False):
+def case(kind, body, content_type=JSON, expect=None, n_rows=None, phrase=None, chunked=False, explain=0):
     """One request: `expect` the status (None: any non-5xx), n_rows the predictions of a 200, phrase a
-    text the 4xx message must hold. A body over the cap gets 413 whatever else is wrong with it, once
-    its Content-Type passed."""
+    text the 4xx message must hold, `explain` the neighbours asked for (a 200 then carries them; a 4xx
+    says the version has no stored training examples). A body over the cap gets 413 whatever else is
+    wrong with it, once its Content-Type passed."""
     if len(body) > MAX_BODY and expect != 415:
         expect, n_rows, phrase = 413, None, "EBMOPS_MAX_BODY_BYTES"
     return {"kind": kind, "body": body, "content_type": content_type, "expect": expect, "n_rows": n_rows,
-            "phrase": phrase, "chunked": chunked}
+            "phrase": phrase, "chunked": chunked, "explain": explain}
+
+
+TENSOR_FORMS = ["tensor inputs", "tensor instances"]
+NAMED_FORMS = ["dataframe_split", "dataframe_records", "instances", "inputs"]
 
 
 @st.composite
 def valid_requests(draw):
     data = draw(rows)
-    form = draw(st.sampled_from(["dataframe_split", "dataframe_records", "instances", "inputs"]))
-    columns = draw(st.permutations(COLUMNS))
+    form = draw(st.sampled_from(TENSOR_FORMS + NAMED_FORMS))
+    columns = COLUMNS if form in TENSOR_FORMS else draw(st.permutations(COLUMNS))
     order = [COLUMNS.index(c) for c in columns]
     doc = in_form(form, [[row[j] for j in order] for row in data], list(columns))
     if draw(st.booleans()):
@@ -167,7 +177,7 @@ def bad_cells(draw):
     data = [list(row) for row in draw(rows)]
     for _ in range(draw(st.integers(1, 3))):
         data[draw(st.integers(0, len(data) - 1))][draw(st.integers(0, 63))] = draw(weird_cell)
-    form = draw(st.sampled_from(["dataframe_split", "dataframe_records", "instances", "inputs"]))
+    form = draw(st.sampled_from(TENSOR_FORMS + NAMED_FORMS))
     return case(f"bad cell {form}", dumps(in_form(form, data, COLUMNS)))
 
 
@@ -215,7 +225,7 @@ def split_shapes(draw):
     data = draw(rows)
     change = draw(st.sampled_from([
         "index", "index type", "ragged", "no data", "extra key", "not rows", "too many rows", "two forms", "params",
-        "top-level key",
+        "top-level key", "tensor ragged", "tensor too many rows",
     ]))
     not_a_list = any_json.filter(lambda v: not isinstance(v, list))
     if change == "index":
@@ -245,9 +255,32 @@ def split_shapes(draw):
     if change == "params":
         doc = {**split_doc(data), "params": draw(any_json.filter(lambda v: v not in (None, {})))}
         return case("params", dumps(doc), expect=400, phrase="params")
+    if change == "tensor ragged":
+        i = draw(st.integers(0, len(data) - 1))
+        cut = [list(row) for row in data]
+        cut[i] = cut[i][: draw(st.integers(0, 63))] if draw(st.booleans()) else cut[i] + [1.0]
+        return case("tensor ragged rows", dumps({"inputs": cut}), expect=400, phrase=f"has {len(cut[i])} values")
+    if change == "tensor too many rows":
+        many = [data[0]] * (MAX_ROWS + draw(st.integers(1, 20)))
+        return case("tensor too many rows", dumps({"instances": many}), expect=400, phrase="too many rows")
     key = draw(odd_text.filter(lambda k: k not in ("params", "dataframe_split", "inputs", "instances", "dataframe_records")))
     doc = {**split_doc(data), key: 1}
     return case("extra top-level key", dumps(doc), expect=400)
+
+
+@st.composite
+def explain_requests(draw):
+    """params `explain`: 0 is off (200), 1..20 neighbours (200 with them, or 400: no stored training
+    examples), anything else a 400 naming the range or the type."""
+    data = draw(rows)
+    k = draw(st.one_of(st.integers(-3, 30), st.sampled_from([1.5, "3", True, None, [2]])))
+    doc = {**in_form(draw(st.sampled_from(TENSOR_FORMS + NAMED_FORMS)), data, COLUMNS), "params": {"explain": k}}
+    if k is None or (type(k) is int and k == 0):
+        return case("explain off", dumps(doc), expect=200, n_rows=len(data))
+    if type(k) is int and 1 <= k <= 20:
+        return case("explain", dumps(doc), n_rows=len(data), explain=k)
+    phrase = "outside 0..20" if type(k) is int else "must be a whole number"
+    return case("explain invalid", dumps(doc), expect=400, phrase=phrase)
 
 
 @st.composite
@@ -364,7 +397,7 @@ def oversized(draw):
 
 
 requests_strategy = st.one_of(
-    valid_requests(), bad_cells(), raw_tokens(), column_changes(), split_shapes(), random_json(),
+    valid_requests(), bad_cells(), raw_tokens(), column_changes(), split_shapes(), explain_requests(), random_json(),
     deep_nesting(), broken_bodies(), content_types(), csv_bodies(), parquet_bodies(), oversized(),
 )
 
@@ -382,8 +415,12 @@ def check_answer(request: dict, status: int, body: bytes) -> None:
         predictions = json.loads(body)["predictions"]
         if request["n_rows"] is not None:
             assert len(predictions) == request["n_rows"], where
+        columns = {"energy", "p_value", "is_ood"} | ({"neighbours"} if request["explain"] else set())
         for p in predictions:
-            assert set(p) == {"energy", "p_value", "is_ood"} and math.isfinite(p["energy"]), where
+            assert set(p) == columns and math.isfinite(p["energy"]), where
+            if request["explain"]:
+                shown = json.loads(p["neighbours"])
+                assert (len(shown) == request["explain"]) if p["is_ood"] else shown == [], where
         return
     assert len(body) <= MAX_ERROR_BYTES, f"{request['kind']}: a {len(body)}-byte error answer"
     doc = json.loads(body)
@@ -395,6 +432,8 @@ def check_answer(request: dict, status: int, body: bytes) -> None:
     assert "stack_trace" not in doc, where
     if request["phrase"] is not None:
         assert request["phrase"] in message, where
+    if request["explain"]:  # the only refusal of a valid explain: a version stored without its training examples
+        assert "no stored training examples" in message, where
 
 
 # --- the tests -----------------------------------------------------------------------------------
@@ -436,6 +475,7 @@ def test_fuzzed_requests_get_200_or_a_named_4xx_never_5xx(fuzz_server):
         )
     assert n >= MIN_REQUESTS, f"only {n} requests within the {WALL_BUDGET_S:g} s budget"
     assert 200 in histogram and 413 in histogram and 415 in histogram and 400 in histogram, histogram
+    assert kinds["explain"] > 0 and kinds["tensor"] > 0 and kinds["valid"] > 0, kinds
 
     # Still serving, and correctly: the same energies as the guard loaded in this process.
     with pytest.MonkeyPatch.context() as mp:
@@ -444,12 +484,13 @@ def test_fuzzed_requests_get_200_or_a_named_4xx_never_5xx(fuzz_server):
         from flows.guard.guard import Guard
 
         frame = pd.read_parquet(guard.data.path("in_test"))[list(guard.feature_names)].head(8)
-        status, body = send(url, dumps(split_doc(frame.to_numpy().tolist(), list(frame.columns))), JSON)
-        assert status == 200, body[:500]
-        served = pd.DataFrame(json.loads(body)["predictions"])
         local = Guard.load(guard.uri).score(frame)
-        np.testing.assert_allclose(served["energy"], local["energy"], rtol=1e-6, atol=1e-6)
-        assert served["is_ood"].tolist() == local["is_ood"].tolist()
+        for doc in (split_doc(frame.to_numpy().tolist(), list(frame.columns)), {"inputs": frame.to_numpy().tolist()}):
+            status, body = send(url, dumps(doc), JSON)
+            assert status == 200, body[:500]
+            served = pd.DataFrame(json.loads(body)["predictions"])
+            np.testing.assert_allclose(served["energy"], local["energy"], rtol=1e-6, atol=1e-6)
+            assert served["is_ood"].tolist() == local["is_ood"].tolist()
         assert registry_snapshot(guard.model_name) == before
         assert_registry_invariants(guard.model_name)
     assert fuzz_server["proc"].poll() is None

@@ -317,3 +317,180 @@ def test_a_text_guard_names_extra_columns_cut_to_size():
     with pytest.raises(MlflowException, match="not both") as caught:
         embed_text_frame(FakeEmbedder(), frame, FEATURES)
     assert len(caught.value.message) < 400
+
+
+# --- the tensor form of a vector guard (input_checks.tensor_request) -----------------------------
+
+import io  # noqa: E402
+
+from flows.guard.input_checks import (  # noqa: E402
+    MAX_EXPLAIN,
+    check_params,
+    requested_neighbours,
+    tensor_request,
+    validate_matrix,
+)
+from flows.guard.serving import predictions_body  # noqa: E402
+
+NAMES = ["a", "b", "c"]
+X = np.array([[1.0, 2.0, 3.0], [4.5, -5.0, 6.25]])
+SHUFFLED = ["c", "a", "b"]  # a request may name the columns in any order
+
+
+def matrix_of(raw: bytes, media_type="application/json", params=("explain",)):
+    return tensor_request(raw, media_type, NAMES, params)
+
+
+def tensor_refusal(raw: bytes, media_type="application/json", params=("explain",)) -> str:
+    with pytest.raises(InvalidGuardInput) as caught:
+        tensor_request(raw, media_type, NAMES, params)
+    return str(caught.value)
+
+
+def shuffled_rows():
+    return [[row[NAMES.index(c)] for c in SHUFFLED] for row in X.tolist()]
+
+
+def test_every_request_form_gives_the_same_matrix_in_the_models_column_order():
+    records = [dict(zip(SHUFFLED, row)) for row in shuffled_rows()]
+    frame = pd.DataFrame(shuffled_rows(), columns=SHUFFLED)
+    parquet = io.BytesIO()
+    frame.to_parquet(parquet, index=False)
+    requests = {
+        "inputs rows": (body({"inputs": X.tolist()}), "application/json"),
+        "instances rows": (body({"instances": X.tolist()}), "application/json"),
+        "split, shuffled": (body({"dataframe_split": {"columns": SHUFFLED, "data": shuffled_rows(), "index": [7, 8]}}), "application/json"),
+        "records, shuffled": (body({"dataframe_records": records}), "application/json"),
+        "instances records": (body({"instances": records}), "application/json"),
+        "inputs columns": (body({"inputs": {c: frame[c].tolist() for c in SHUFFLED}}), "application/json"),
+        "CSV, shuffled": (frame.to_csv(index=False).encode(), "text/csv"),
+        "Parquet, shuffled": (parquet.getvalue(), "application/vnd.apache.parquet"),
+    }
+    for name, (raw, media_type) in requests.items():
+        matrix, params = matrix_of(raw, media_type)
+        assert matrix.dtype == np.float64 and params == {}, name
+        np.testing.assert_array_equal(matrix, X, err_msg=name)
+
+
+def test_json_values_are_read_as_a_double_column_reads_them():
+    # booleans 1.0/0.0, numeric strings, null -> NaN (left to the NaN check, which names the column)
+    matrix, _ = matrix_of(body({"inputs": [[True, "1.5", None]]}))
+    np.testing.assert_array_equal(matrix[:, :2], [[1.0, 1.5]])
+    assert np.isnan(matrix[0, 2])
+    # tokens only the careful parser reads: NaN, an integer past 64 bits
+    matrix, _ = matrix_of(b'{"inputs": [[NaN, 1, 123456789012345678901234567890]]}')
+    assert np.isnan(matrix[0, 0]) and matrix[0, 2] == pytest.approx(1.2345678901234568e29)
+
+
+def test_params_are_passed_on_checked():
+    assert matrix_of(body({"inputs": X.tolist(), "params": {"explain": 3}}))[1] == {"explain": 3}
+    assert matrix_of(body({"inputs": X.tolist(), "params": {}}))[1] == {}
+    cases = {
+        "unknown 'params' ['t']; the model takes ['explain']": {"t": 1},
+        f"'explain' = {MAX_EXPLAIN + 1} is outside 0..{MAX_EXPLAIN}": {"explain": MAX_EXPLAIN + 1},
+        "'explain' = -1 is outside": {"explain": -1},
+        "'explain' must be a whole number": {"explain": 2.5},
+        "must be a whole number of neighbours per flagged row (0 = off); got True": {"explain": True},
+        "'params' must be a JSON object": [1],
+    }
+    for phrase, params in cases.items():
+        assert phrase in tensor_refusal(body({"inputs": X.tolist(), "params": params})), phrase
+    # a version registered before params existed refuses them by name
+    message = tensor_refusal(body({"inputs": X.tolist(), "params": {"explain": 1}}), params=())
+    assert "takes no 'params'" in message
+
+
+def test_requested_neighbours():
+    assert requested_neighbours(None) == 0 and requested_neighbours({}) == 0
+    assert requested_neighbours({"explain": None}) == 0
+    assert requested_neighbours({"explain": np.int64(4)}) == 4
+    with pytest.raises(InvalidGuardInput, match="outside 0..20"):
+        requested_neighbours({"explain": 21})
+    with pytest.raises(InvalidGuardInput, match="must be a mapping"):
+        requested_neighbours(3)
+
+
+def test_tensor_requests_are_refused_by_name():
+    row = [1.0, 2.0, 3.0]
+    cases = {
+        "row 1 has 2 values; the model takes 3 ('a'..'c')": {"inputs": [row, [1.0, 2.0]]},
+        "row 0, column 'b': 'dark' is not a number": {"inputs": [[1.0, "dark", 3.0]]},
+        "row 0, column 'c': [1, 2] is not a number": {"inputs": [[1.0, 2.0, [1, 2]]]},
+        "row 0, column 'a': {'x': 1} is not a number": {"instances": [[{"x": 1}, 2.0, 3.0]]},
+        "rows [0, 1, 2] are not lists of values (row 0 is 1.0": {"inputs": row},
+        "inputs: the input has no rows": {"inputs": []},
+        "'inputs' must be a list of rows": {"inputs": "hello"},
+        "dataframe_split without 'columns'": {"dataframe_split": {"data": [row]}},
+        "missing columns ['c']": {"dataframe_split": {"columns": ["a", "b"], "data": [[1.0, 2.0]]}},
+        "unexpected columns ['zzz']": {"dataframe_split": {"columns": NAMES + ["zzz"], "data": [row + [1.0]]}},
+        "columns given more than once: ['a']": {"dataframe_split": {"columns": ["a", "a", "b", "c"], "data": [row + [1.0]]}},
+        "dataframe_split: row 0, column 'b': 'x' is not a number": {"dataframe_split": {"columns": ["c", "b", "a"], "data": [[1, "x", 2]]}},
+        "records [1] lack columns; record 1 has no ['b', 'c']": {"dataframe_records": [dict(zip(NAMES, row)), {"a": 1.0}]},
+        "inputs: expected 3 columns, got 1; missing columns ['b', 'c']": {"inputs": {"a": [1.0]}},
+        "items [1] are records but the others are not": {"instances": [row, {"a": 1}]},
+        "exactly one of the input fields": {"rows": [row]},
+    }
+    for phrase, doc in cases.items():
+        assert phrase in tensor_refusal(body(doc)), (phrase, tensor_refusal(body(doc)))
+    assert "a JSON object gives keys more than once: ['inputs']" in tensor_refusal(
+        b'{"inputs": [[0, 0, 0]], "inputs": [[1, 2, 3]]}'
+    )
+    assert "too large for a 64-bit float" in tensor_refusal(b'{"inputs": [[1' + b"0" * 400 + b", 2, 3]]}")
+    assert "valid JSON" in tensor_refusal(b'{"inputs": [[1, 2, 3]]')
+    assert "levels deep" in tensor_refusal(b'{"inputs": [' + b"[" * 60 + b"]" * 60 + b"]}")
+    assert "missing columns ['b']" in tensor_refusal(b"a,c\n1,2\n", "text/csv")
+    assert "column 'b' is not numeric" in tensor_refusal(b"a,b,c\n1,x,2\n", "text/csv")
+    assert "Parquet body cannot be read" in tensor_refusal(b"PAR1 not parquet", "application/vnd.apache.parquet")
+
+
+def test_too_many_rows_are_refused_in_every_tensor_form(monkeypatch):
+    monkeypatch.setenv("EBMOPS_MAX_ROWS", "2")
+    row = [1.0, 2.0, 3.0]
+    for doc in ({"inputs": [row] * 3}, {"dataframe_split": {"columns": NAMES, "data": [row] * 3}},
+                {"dataframe_records": [dict(zip(NAMES, row))] * 3}, {"inputs": {c: [1.0] * 3 for c in NAMES}}):
+        assert "too many rows: 3 > 2" in tensor_refusal(body(doc)), doc
+
+
+def test_a_repeated_key_is_found_whichever_parser_reads_the_body():
+    # orjson keeps the last of two keys silently: the ':' count sends such a body to the careful parser
+    assert "keys more than once: ['a']" in tensor_refusal(b'{"dataframe_records": [{"a": 1, "a": 2, "b": 3, "c": 4}]}')
+    assert "keys more than once: ['explain']" in tensor_refusal(
+        b'{"inputs": [[1, 2, 3]], "params": {"explain": 50, "explain": 1}}'
+    )
+    # a ':' inside a string only sends the body the careful way; it is still read
+    matrix, _ = matrix_of(body({"dataframe_split": {"columns": NAMES, "data": [[1, 2, 3]], "index": ["t:1"]}}))
+    np.testing.assert_array_equal(matrix, [[1.0, 2.0, 3.0]])
+
+
+def test_validate_matrix_names_shapes_and_values():
+    np.testing.assert_array_equal(validate_matrix(X, NAMES), X)
+    with pytest.raises(InvalidGuardInput, match=r"each row must hold 3 values \(a..c\); got rows of 2"):
+        validate_matrix(X[:, :2], NAMES)
+    with pytest.raises(InvalidGuardInput, match="2-D array"):
+        validate_matrix(X[0], NAMES)
+    with pytest.raises(InvalidGuardInput, match="no rows"):
+        validate_matrix(np.zeros((0, 3)), NAMES)
+    bad = X.copy()
+    bad[1, 2] = np.inf
+    with pytest.raises(InvalidGuardInput, match=r"NaN or infinite values in columns \['c'\] \(rows \[1\]\)"):
+        validate_matrix(bad, NAMES)
+
+
+def test_check_params_against_what_the_model_declares():
+    assert check_params(None, ()) == {} and check_params({}, ()) == {}
+    assert check_params({"explain": 2}, ["explain"]) == {"explain": 2}
+    with pytest.raises(RefusedRequest, match="takes no 'params'"):
+        check_params({"explain": 2}, ())
+    # a text guard (no input names) takes declared params through MLflow's app
+    check_request_body(body({"dataframe_split": {"columns": ["text"], "data": [["hi"]]}, "params": {"explain": 2}}),
+                       "application/json", None, ["explain"])
+
+
+def test_the_predictions_body_is_what_mlflows_server_writes():
+    from mlflow.pyfunc.scoring_server import predictions_to_json
+
+    frame = pd.DataFrame({"energy": [1.5, -2.25], "p_value": [0.5, 0.01], "is_ood": [False, True],
+                          "neighbours": ["[]", '[{"rank": 1}]']})
+    expected = io.StringIO()
+    predictions_to_json(frame, expected)
+    assert json.loads(predictions_body(frame)) == json.loads(expected.getvalue())

@@ -15,7 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from flows.ops.deployments import MONITOR_CRON, MONITOR_DEPLOYMENT, PROMOTE_DEPLOYMENT, RETRAIN_CRON, RETRAIN_DEPLOYMENT
+from flows.ops.deployments import (
+    ALARM_EVENT,
+    ALARM_PROMOTE_DEPLOYMENT,
+    ALARM_RETRAIN_DEPLOYMENT,
+    MONITOR_CRON,
+    MONITOR_DEPLOYMENT,
+    PROMOTE_DEPLOYMENT,
+    RETRAIN_CRON,
+    RETRAIN_DEPLOYMENT,
+)
 from flows.guard.serving import free_port
 
 # A real Prefect server process (and workers started by `ebmops deploy --serve`), for the whole module.
@@ -182,3 +191,21 @@ def test_deploy_creates_scheduled_and_triggered_deployments_on_the_server(prefec
         trigger = automations[0].trigger
         assert trigger.expect == {"prefect.flow-run.Completed"}
         assert trigger.match_related.get("prefect.resource.name") in (RETRAIN_DEPLOYMENT, [RETRAIN_DEPLOYMENT])
+
+        # retrain on a monitoring alarm: one in flight (the server cancels a second), feedback on, a
+        # cool-down, and the alarm's id and model passed from the event
+        alarm = client.read_deployment_by_name(f"retrain/{ALARM_RETRAIN_DEPLOYMENT}")
+        assert alarm.global_concurrency_limit.limit == 1
+        assert alarm.concurrency_options.collision_strategy.value == "CANCEL_NEW"
+        assert alarm.parameters["use_feedback"] is True and alarm.parameters["cooldown_minutes"] == 60.0
+        (on_alarm,) = client.read_automations_by_name("retrain on a monitoring alarm")
+        assert on_alarm.trigger.expect == {ALARM_EVENT}
+        assert on_alarm.actions[0].parameters == {
+            "alarm_id": "{{ event.id | string }}", "model_name": "{{ event.payload.model_name }}"
+        }
+        client.read_deployment_by_name(f"promote/{ALARM_PROMOTE_DEPLOYMENT}")
+        (after_alarm,) = client.read_automations_by_name("promote after a completed alarm retraining")
+        assert after_alarm.trigger.match_related.get("prefect.resource.name") in (
+            ALARM_RETRAIN_DEPLOYMENT, [ALARM_RETRAIN_DEPLOYMENT]
+        )
+        assert after_alarm.actions[0].parameters == {"retrain_flow_run": "{{ event.resource.id }}"}

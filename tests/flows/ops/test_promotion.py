@@ -77,7 +77,13 @@ def test_passing_promotion_moves_champion_and_is_audited(scenario):
     assert intents[0]["audit_id"] == entry["audit_id"] and entry["phase"] == "done"
     assert entry["decision"] == "promoted" and entry["actor"] == "alice" and entry["reason"] == "nightly model is better"
     assert {row["result"] for row in entry["gate_table"]} == {"PASS"}
-    assert {row["gate"] for row in entry["gate_table"]} == {"auroc", "fpr95", "realised_fpr", "data_checks", "flag_rate"}
+    assert {row["gate"] for row in entry["gate_table"]} == {
+        "auroc", "fpr95", "realised_fpr", "data_checks", "flag_rate", "feedback_holdout"
+    }
+    # no feedback store for this model: the holdout feedback gate is skipped with a note
+    (holdout,) = [row for row in entry["gate_table"] if row["gate"] == "feedback_holdout"]
+    assert holdout["message"] == f"skipped: no holdout feedback rows for model {MODEL}"
+    assert entry["alarm_id"] is None and entry["retrain_flow_run"] is None  # not started by an alarm
     # report hashes are those of the stored reports, which scored the same data (same fingerprints)
     for role in ("champion", "challenger"):
         assert entry["reports"][role]["sha256"] == file_fingerprint(result.report_paths[role])
@@ -297,3 +303,110 @@ def test_history_from_another_machine_comes_from_the_shared_tracking_server(scen
     assert audit.read_entries(model_name=MODEL) == []
     remote = [(h["action"], h["decision"], h["champion_before"], h["champion_after"]) for h in champion_history(MODEL)]
     assert remote == local and ("rollback", "rolled_back", "2", "1") in remote
+
+
+# --- alarm-started retrains: cool-down, audit lines, reason chain (plain functions) ---------------------
+
+
+def _started(model, alarm, run, minutes_ago, now):
+    from datetime import timedelta
+
+    return {"audit_id": f"a-{alarm}", "action": "retrain", "model_name": model, "decision": "started", "alarm_id": alarm,
+            "retrain_flow_run": run, "time": (now - timedelta(minutes=minutes_ago)).isoformat()}
+
+
+def test_cooldown_check_known_answers():
+    from datetime import datetime, timezone
+
+    now = datetime(2025, 1, 1, 12, 0, tzinfo=timezone.utc)
+    entries = [_started("m", "alarm-1", "run-1", 90, now), _started("other", "alarm-2", "run-2", 5, now),
+               {"audit_id": "x", "action": "retrain", "model_name": "m", "decision": "skipped", "alarm_id": "alarm-3",
+                "time": now.isoformat()}]
+    allowed, why, previous = audit.cooldown_check(entries, "m", 60, now)  # the last start of m was 90 min ago
+    assert allowed and previous["alarm_id"] == "alarm-1" and "90.0 min ago" in why
+    allowed, why, previous = audit.cooldown_check(entries, "m", 120, now)
+    assert not allowed and why.startswith("cool-down") and "alarm-1" in why and "run-1" in why
+    assert audit.cooldown_check(entries, "new-model", 120, now)[0]  # nothing before: allowed
+    assert audit.cooldown_check(entries, "other", 4.9, now)[0] and not audit.cooldown_check(entries, "other", 5.1, now)[0]
+    with pytest.raises(ValueError, match="cooldown_minutes"):
+        audit.cooldown_check(entries, "m", -1, now)
+
+
+def test_alarm_retrain_lines_and_reason_chain(tmp_path, monkeypatch):
+    from flows.ops.promotion import reason_chain_lines
+
+    monkeypatch.setenv("EBMOPS_HOME", str(tmp_path / "home"))
+    first = audit.start_alarm_retrain("m", "alarm-1", "run-1", cooldown_minutes=30, actor="prefect-automation")
+    second = audit.start_alarm_retrain("m", "alarm-2", "run-2", cooldown_minutes=30, actor="prefect-automation")
+    other = audit.start_alarm_retrain("n", "alarm-3", "run-3", cooldown_minutes=30)
+    assert (first["decision"], second["decision"], other["decision"]) == ("started", "skipped", "started")
+    assert "cool-down" in second["message"] and second["previous_retrain_flow_run"] == "run-1"
+    audit.finish_alarm_retrain(first, audit.RETRAIN_REGISTERED, "registered m v2", version="2")
+    entries = audit.read_entries(model_name="m")
+    assert [(e["action"], e["decision"], e["alarm_id"], e["retrain_flow_run"]) for e in entries] == [
+        ("retrain", "started", "alarm-1", "run-1"), ("retrain", "skipped", "alarm-2", "run-2"),
+        ("retrain", "registered", "alarm-1", "run-1"),
+    ]
+    assert all(e["schema_version"] == audit.AUDIT_SCHEMA_VERSION == 3 for e in entries)
+    assert not audit.reason_chain(entries, "alarm-1")["complete"]  # no promotion decision yet
+    decision = {"audit_id": "p-1", "time": audit.utc_now(), "action": "promote", "phase": "done", "model_name": "m",
+                "decision": "promoted", "champion_before": "1", "champion_after": "2", "challenger": "2",
+                "alarm_id": "alarm-1", "retrain_flow_run": "run-1"}
+    audit.append_entry(decision)
+    entries = audit.read_entries(model_name="m")
+    chain = audit.reason_chain(entries, "alarm-1")
+    assert chain["complete"] and [d["audit_id"] for d in chain["decisions"]] == ["p-1"]
+    assert not audit.reason_chain(entries, "alarm-2")["complete"]  # skipped: no retrain, no decision
+    # retrain lines move nothing: the champion stack and open intents ignore them
+    assert audit.champion_stack(entries) == ["1", "2"] and audit.open_intents(entries) == []
+    # an old (schema 2) line without the new fields stays readable
+    audit.append_entry({"audit_id": "old", "time": audit.utc_now(), "action": "promote", "model_name": "m",
+                        "decision": "noop", "champion_before": "2", "champion_after": "2", "challenger": "2"})
+    rows = champion_history("m")
+    assert rows[-1]["alarm_id"] is None and rows[-1]["retrain_flow_run"] is None
+    assert reason_chain_lines(rows) == [
+        "alarm alarm-1: retrain run-1: started -> retrain run-1: registered v2 -> "
+        "promote of v2 after retrain run-1: promoted (v1 -> v2)",
+        "alarm alarm-2: retrain run-2: skipped",
+    ]
+
+
+def test_retrain_flow_skips_an_alarm_during_the_cooldown(tmp_path, monkeypatch, prefect_harness):
+    from flows.ops.deployments import SKIPPED_STATE, retrain
+
+    monkeypatch.setenv("EBMOPS_HOME", str(tmp_path / "home"))
+    audit.start_alarm_retrain("ebm-guard", "alarm-1", "run-1", cooldown_minutes=60)
+    state = retrain(alarm_id="alarm-2", model_name="ebm-guard", cooldown_minutes=60, return_state=True)
+    assert state.is_completed() and state.name == SKIPPED_STATE and "cool-down" in state.message
+    last = audit.read_entries(model_name="ebm-guard")[-1]
+    assert (last["decision"], last["alarm_id"], last["actor"]) == ("skipped", "alarm-2", "prefect-automation")
+    assert last["retrain_flow_run"]  # the flow run id from prefect.runtime
+
+
+@pytest.mark.slow
+def test_holdout_feedback_gates_score_champion_and_challenger_on_the_same_rows(scenario):
+    """Hand-labelled holdout rows: the rows version 1 flags are marked problems, the rest fine. So
+    version 1 misses no problem and raises no false alarm (rates 0 by construction); version 2's
+    rates are what its own flags on those rows say."""
+    import numpy as np
+    import pandas as pd
+
+    from evaluation.compare import FeedbackGate
+    from flows.guard.guard import Guard
+    from flows.ops.promotion import holdout_feedback_verdicts
+
+    data = scenario["data"]
+    features = list(data.feature_columns)
+    rows = pd.concat([pd.read_parquet(data.path(split))[features].head(40) for split in ("in_test", *data.test_ood_splits)],
+                     ignore_index=True)
+    flags = {v: Guard.load(f"models:/{MODEL}/{v}").score(rows)["is_ood"].to_numpy().astype(bool) for v in ("1", "2")}
+    assert flags["1"].any() and not flags["1"].all()
+    holdout = rows.assign(feedback=flags["1"].astype(int), is_ood_at_serving=flags["1"])
+    missed, false_alarms = holdout_feedback_verdicts(MODEL, "1", "2", FeedbackGate(max_rise=1.0), holdout=holdout)
+    problems = flags["1"]
+    assert (missed.observed["baseline"], false_alarms.observed["baseline"]) == (0.0, 0.0)
+    assert missed.observed["candidate"] == pytest.approx(np.mean(~flags["2"][problems]))
+    assert false_alarms.observed["candidate"] == pytest.approx(np.mean(flags["2"][~problems]))
+    assert missed.passed and false_alarms.passed  # a tolerance of 1.0 lets anything through
+    (skipped,) = holdout_feedback_verdicts(MODEL, "1", "2", FeedbackGate(), holdout=holdout.head(0))
+    assert skipped.gate == "feedback_holdout" and skipped.message.startswith("skipped:")

@@ -1,0 +1,343 @@
+"""The feedback loop on CLINC150, simulated: does a guard that learns from what it missed miss less?
+
+  .venv/bin/python benchmarks/feedback_loop.py [--data-path data_full.json] [--seeds 0,1,2]
+      [--batches 12] [--batch-size 400] [--change-at 4] [--oos-share 0.25] [--feedback-share 0.1]
+      [--budget fast] [--cooldown 3] [--home DIR] [--append-docs]
+
+Per seed, in its own $EBMOPS_HOME (the embedding cache is shared between seeds):
+
+1. The champion is trained WITHOUT any out-of-scope example: `ebmops train --data train.csv
+   --label-column intent --val-data val.csv` (CLINC150 in-scope train / val; the first version becomes
+   champion through the bootstrap gates).
+2. A stream of traffic batches (`--batch-size` rows each) is drawn from data no training saw: in-scope
+   queries of CLINC150 `test`, and from batch `--change-at` on, a `--oos-share` of out-of-scope queries
+   (CLINC150 `oos_test`, then `oos_val`, `oos_train`; each query used once). A random `--feedback-share`
+   of each batch's rows carries feedback (1 = out-of-scope = a problem, 0 = fine); the rest none.
+3. Each batch is written into the traffic folder and `ebmops monitor` scores it with the champion
+   (exit 1 = alarm); the monitor puts the rows with feedback into the feedback store. The same batch is
+   scored in-process with the serving champion to count, per row, what it accepted (the figure below).
+4. On an alarm (and no retrain within `--cooldown` batches before it), what the Prefect automation does
+   unattended: `ebmops train ... --feedback` retrains on the same data plus the feedback store's snapshot
+   (confirmed problems as known outliers, confirmed-fine flagged queries as in-distribution; the newest
+   batch's feedback is held out), then `ebmops promote` compares champion and challenger on the standing
+   evaluation sets and on that held-out feedback; the challenger serves from the next batch if every gate
+   passes.
+
+Reported per seed and pooled: the missed-problem rate (out-of-scope queries the serving guard accepted
+/ out-of-scope queries) on the batches after the change served by the first champion vs by a guard
+retrained with feedback, with 95% Clopper-Pearson intervals; the in-scope flag rate in both phases (a
+guard that flags everything would miss nothing); the delay from the change to the first alarm and from
+that alarm to the new champion, in batches; the wall time of each retrain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+DOCS = REPO / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- feedback_loop.py:begin -->", "<!-- feedback_loop.py:end -->"
+MODEL = "ebm-guard"
+CHAMPION_URI = f"models:/{MODEL}@champion"
+
+
+def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    from scipy.stats import beta
+
+    if n == 0:
+        return (float("nan"), float("nan"))
+    a = (1 - confidence) / 2
+    low = 0.0 if k == 0 else float(beta.ppf(a, k, n - k + 1))
+    high = 1.0 if k == n else float(beta.ppf(1 - a, k + 1, n - k))
+    return low, high
+
+
+def rate(k: int, n: int) -> str:
+    if n == 0:
+        return "- (0 rows)"
+    low, high = clopper_pearson(k, n)
+    return f"{k / n:.3f} [{low:.3f}, {high:.3f}] ({k}/{n})"
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+
+def write_training_files(data: dict[str, pd.DataFrame], out: Path) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for key in ("train", "val"):
+        paths[key] = out / f"{key}.csv"
+        data[key].rename(columns={"label": "intent"}).to_csv(paths[key], index=False)
+    return paths
+
+
+@dataclass
+class Batch:
+    index: int
+    frame: pd.DataFrame  # what the traffic file holds: text, timestamp, feedback (NaN = none)
+    is_problem: np.ndarray  # the truth (out-of-scope), never written to the traffic file
+
+
+def make_stream(data: dict[str, pd.DataFrame], args: argparse.Namespace, seed: int) -> list[Batch]:
+    rng = np.random.default_rng(seed)
+    in_scope = data["test"]["text"].to_numpy()[rng.permutation(len(data["test"]))]
+    oos = np.concatenate([data[k]["text"].to_numpy() for k in ("oos_test", "oos_val", "oos_train")])
+    oos = oos[rng.permutation(len(oos))]
+    n_oos = int(round(args.oos_share * args.batch_size))
+    need_oos = n_oos * max(0, args.batches - args.change_at)
+    need_in = args.batches * args.batch_size - need_oos
+    if need_oos > len(oos) or need_in > len(in_scope):
+        raise SystemExit(
+            f"the stream needs {need_in} in-scope and {need_oos} out-of-scope queries; CLINC150 has "
+            f"{len(in_scope)} and {len(oos)}: fewer batches, smaller batches or a lower --oos-share"
+        )
+    start = _dt.datetime(2026, 1, 1, tzinfo=_dt.timezone.utc)
+    batches, used_in, used_oos = [], 0, 0
+    for i in range(args.batches):
+        k = n_oos if i >= args.change_at else 0
+        texts = np.concatenate([in_scope[used_in : used_in + args.batch_size - k], oos[used_oos : used_oos + k]])
+        problem = np.concatenate([np.zeros(args.batch_size - k, bool), np.ones(k, bool)])
+        used_in, used_oos = used_in + args.batch_size - k, used_oos + k
+        order = rng.permutation(args.batch_size)
+        texts, problem = texts[order], problem[order]
+        feedback = np.full(args.batch_size, np.nan)
+        with_feedback = rng.random(args.batch_size) < args.feedback_share
+        feedback[with_feedback] = problem[with_feedback].astype(float)
+        stamps = [(start + _dt.timedelta(hours=i, seconds=j)).isoformat() for j in range(args.batch_size)]
+        frame = pd.DataFrame({"timestamp": stamps, "text": texts, "feedback": feedback})
+        batches.append(Batch(i, frame, problem))
+    return batches
+
+
+# --- running ebmops -------------------------------------------------------------------------------
+
+
+def ebmops(args: list[str], env: dict, log: Path, ok_codes: tuple[int, ...] = (0,)) -> int:
+    command = [str(REPO / ".venv" / "bin" / "ebmops"), *args]
+    with log.open("a") as out:
+        out.write(f"\n$ {' '.join(command)}\n")
+        out.flush()
+        code = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+    if code not in ok_codes:
+        raise SystemExit(f"`ebmops {' '.join(args)}` exited {code}; see {log}")
+    return code
+
+
+def champion_version(env: dict) -> str:
+    os.environ.update({k: env[k] for k in ("EBMOPS_HOME",)})
+    from flows.guard import registry
+
+    registry.configure_tracking()
+    from mlflow import MlflowClient
+
+    return str(MlflowClient().get_model_version_by_alias(MODEL, "champion").version)
+
+
+def flags_of(version: str, frame: pd.DataFrame, cache: dict) -> np.ndarray:
+    from flows.guard.guard import Guard
+
+    key = (os.environ["EBMOPS_HOME"], version)  # version numbers repeat across the seeds' registries
+    if key not in cache:
+        cache.clear()
+        cache[key] = Guard.load(f"models:/{MODEL}/{version}")
+    scored = cache[key].score(frame[["text"]])
+    return scored["is_ood"].to_numpy(dtype=bool)
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    first_alarm: int | None = None
+    first_promotion_batch: int | None = None  # the first batch served by a retrained guard
+    retrains: list[dict] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)  # per batch: version, problems, missed, in-scope, flagged
+
+
+def run_seed(seed: int, data: dict, files: dict[str, Path], args: argparse.Namespace, base: Path) -> SeedResult:
+    home = base / f"seed-{seed}"
+    home.mkdir(parents=True, exist_ok=True)
+    shared_cache = base / "embeddings"
+    shared_cache.mkdir(exist_ok=True)
+    if not (home / "embeddings").exists():
+        (home / "embeddings").symlink_to(shared_cache)
+    env = {**os.environ, "EBMOPS_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("PREFECT_API_URL", None)
+    log = home / "commands.log"
+    config = home / "pipeline.yaml"
+    config.write_text(f"seed: {seed}\n")
+    train_args = [
+        "train", "--data", str(files["train"]), "--label-column", "intent", "--val-data", str(files["val"]),
+        "--config", str(config), "--budget", args.budget, "--no-progress",
+    ]
+    result = SeedResult(seed)
+    t0 = time.perf_counter()
+    ebmops(train_args, env, log)
+    print(f"seed {seed}: champion trained in {time.perf_counter() - t0:.0f} s", flush=True)
+    traffic = home / "traffic"
+    traffic.mkdir(exist_ok=True)
+    cache: dict = {}
+    last_retrain = None
+    for batch in make_stream(data, args, seed):
+        version = champion_version(env)
+        flagged = flags_of(version, batch.frame, cache)
+        problem = batch.is_problem
+        result.rows.append({
+            "batch": batch.index, "version": version,
+            "problems": int(problem.sum()), "missed": int((problem & ~flagged).sum()),
+            "in_scope": int((~problem).sum()), "in_scope_flagged": int((~problem & flagged).sum()),
+        })
+        batch.frame.to_csv(traffic / f"batch-{batch.index:03d}.csv", index=False)
+        code = ebmops(["monitor", str(traffic), "--model-uri", CHAMPION_URI], env, log, ok_codes=(0, 1))
+        alarm = code == 1
+        print(f"seed {seed} batch {batch.index:2d}: v{version} missed {result.rows[-1]['missed']}/"
+              f"{result.rows[-1]['problems']} flagged in-scope {result.rows[-1]['in_scope_flagged']}/"
+              f"{result.rows[-1]['in_scope']}{'  ALARM' if alarm else ''}", flush=True)
+        if alarm and result.first_alarm is None and batch.index >= args.change_at:
+            result.first_alarm = batch.index
+        cooled = last_retrain is None or batch.index - last_retrain >= args.cooldown
+        if alarm and cooled and batch.index >= args.change_at:
+            # what the Prefect automation does unattended: retrain on the data plus the feedback snapshot
+            # (the newest batch's feedback held out), then promote on the gates, that holdout included
+            t0 = time.perf_counter()
+            ebmops([*train_args, "--feedback"], env, log)
+            seconds = time.perf_counter() - t0
+            from mlflow import MlflowClient
+
+            challenger = MlflowClient().get_model_version_by_alias(MODEL, "challenger")
+            code = ebmops(["promote", "--model", MODEL, "--actor", "feedback-loop-benchmark",
+                           "--reason", f"retrained on feedback after the alarm at batch {batch.index}"],
+                          env, log, ok_codes=(0, 1, 2))
+            promoted = champion_version(env) == str(challenger.version)
+            entry = {"alarm": batch.index, "version": str(challenger.version), "train_s": round(seconds, 1),
+                     "snapshot": challenger.tags.get("ebmops.feedback_snapshot"), "promoted": promoted,
+                     "promote_exit": code}
+            result.retrains.append(entry)
+            last_retrain = batch.index
+            if promoted and result.first_promotion_batch is None:
+                result.first_promotion_batch = batch.index + 1
+            print(f"seed {seed}: retrained with feedback after batch {batch.index}: v{entry['version']} "
+                  f"in {seconds:.0f} s, {'promoted' if promoted else 'NOT promoted'}", flush=True)
+    return result
+
+
+# --- summary --------------------------------------------------------------------------------------
+
+
+def phase_counts(result: SeedResult, args: argparse.Namespace) -> dict[str, dict[str, int]]:
+    """After the change: batches served by the first champion (version 1) vs by a retrained guard."""
+    phases = {"first champion": {}, "retrained": {}}
+    for row in result.rows:
+        if row["batch"] < args.change_at:
+            continue
+        phase = phases["first champion" if row["version"] == "1" else "retrained"]
+        for key in ("problems", "missed", "in_scope", "in_scope_flagged"):
+            phase[key] = phase.get(key, 0) + row[key]
+    return phases
+
+
+def render(results: list[SeedResult], args: argparse.Namespace, wall_s: float, command: str) -> str:
+    lines = [
+        f"Date: {_dt.date.today().isoformat()}. 2-core CPU, shared. Command: `{command}`",
+        f"Stream: {args.batches} batches of {args.batch_size} queries; out-of-scope share {args.oos_share} from batch "
+        f"{args.change_at} on; feedback on {args.feedback_share:.0%} of the rows; retrain cool-down {args.cooldown} "
+        f"batches; selection budget `{args.budget}`. Total {wall_s:.0f} s.",
+        "",
+        "Missed-problem rate = out-of-scope queries the serving guard accepted / out-of-scope queries, on the "
+        "batches after the change (95% Clopper-Pearson intervals); in-scope flag rate = in-scope queries "
+        "flagged / in-scope queries on the same batches.",
+        "",
+        "| seed | missed, first champion | missed, retrained on feedback | in-scope flagged, first | in-scope flagged, retrained | change -> alarm | alarm -> new champion | retrains (alarm batch: version, train s, promoted) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    pooled = {"first champion": {}, "retrained": {}}
+    for r in results:
+        phases = phase_counts(r, args)
+        for name, counts in phases.items():
+            for key, value in counts.items():
+                pooled[name][key] = pooled[name].get(key, 0) + value
+        first, later = phases["first champion"], phases["retrained"]
+        alarm_delay = "-" if r.first_alarm is None else str(r.first_alarm - args.change_at)
+        promo_delay = "-" if r.first_promotion_batch is None or r.first_alarm is None else str(
+            r.first_promotion_batch - r.first_alarm)
+        retrains = "; ".join(
+            f"{e['alarm']}: v{e['version']}, {e['train_s']:.0f} s, {'yes' if e.get('promoted') else 'no'}"
+            for e in r.retrains) or "-"
+        lines.append(
+            f"| {r.seed} | {rate(first.get('missed', 0), first.get('problems', 0))} | "
+            f"{rate(later.get('missed', 0), later.get('problems', 0))} | "
+            f"{rate(first.get('in_scope_flagged', 0), first.get('in_scope', 0))} | "
+            f"{rate(later.get('in_scope_flagged', 0), later.get('in_scope', 0))} | {alarm_delay} | {promo_delay} | {retrains} |"
+        )
+    first, later = pooled["first champion"], pooled["retrained"]
+    lines.append(
+        f"| pooled | {rate(first.get('missed', 0), first.get('problems', 0))} | "
+        f"{rate(later.get('missed', 0), later.get('problems', 0))} | "
+        f"{rate(first.get('in_scope_flagged', 0), first.get('in_scope', 0))} | "
+        f"{rate(later.get('in_scope_flagged', 0), later.get('in_scope', 0))} | | | |"
+    )
+    lines += ["", "Per batch (seed: version serving, missed / problems):", ""]
+    for r in results:
+        cells = [f"{row['batch']}: v{row['version']} {row['missed']}/{row['problems']}" for row in r.rows]
+        lines.append(f"- seed {r.seed}: " + ", ".join(cells))
+    return "\n".join(lines)
+
+
+def write_docs(table: str) -> None:
+    text = DOCS.read_text()
+    block = f"{BEGIN}\n{table}\n{END}"
+    if BEGIN in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n## The feedback loop on CLINC150 (benchmarks/feedback_loop.py)\n\n" + block + "\n"
+    DOCS.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-path", type=Path, default=REPO.parent / "shared/datasets/clinc150/data_full.json")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--batches", type=int, default=12)
+    parser.add_argument("--batch-size", type=int, default=400)
+    parser.add_argument("--change-at", type=int, default=4)
+    parser.add_argument("--oos-share", type=float, default=0.25)
+    parser.add_argument("--feedback-share", type=float, default=0.1)
+    parser.add_argument("--budget", default="fast")
+    parser.add_argument("--cooldown", type=int, default=3)
+    parser.add_argument("--home", type=Path, default=None, help="folder for the seeds' homes (default: a new /tmp folder)")
+    parser.add_argument("--append-docs", action="store_true", help="write the table into docs/benchmarks.md")
+    args = parser.parse_args()
+    import tempfile
+
+    from flows.data.text_data import load_clinc150
+
+    base = args.home or Path(tempfile.mkdtemp(prefix="ebmops-feedback-loop-"))
+    base.mkdir(parents=True, exist_ok=True)
+    data = load_clinc150(args.data_path)
+    files = write_training_files(data, base / "files")
+    t0 = time.perf_counter()
+    results = [run_seed(int(s), data, files, args, base) for s in args.seeds.split(",")]
+    (base / "results.json").write_text(json.dumps([r.__dict__ for r in results], indent=1, default=str))
+    command = " ".join([".venv/bin/python benchmarks/feedback_loop.py", *sys.argv[1:]])
+    table = render(results, args, time.perf_counter() - t0, command)
+    print(table)
+    if args.append_docs:
+        write_docs(table)
+
+
+if __name__ == "__main__":
+    main()
