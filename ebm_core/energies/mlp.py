@@ -175,8 +175,7 @@ class _MLPEnergyFunction(torch.autograd.Function):
         grad_z = grad_energy.unsqueeze(1)  # d loss / d (layer output), (B, out)
         for layer in reversed(range(n)):
             if needs[1 + 2 * layer]:  # d loss / d W = grad_z.T @ input, (out, in); one output row: BLAS
-                product = torch.mm if layer == n - 1 else (lambda a, b: linear(a, b.t(), None))
-                grads[1 + 2 * layer] = product(grad_z.t(), inputs[layer])
+                grads[1 + 2 * layer] = grad_z.t().mm(inputs[layer])
             if needs[2 + 2 * layer]:
                 grads[2 + 2 * layer] = grad_z.sum(0)  # (out,)
             if layer == 0 and not needs[0]:

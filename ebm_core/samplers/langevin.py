@@ -43,7 +43,7 @@ class LangevinSampler(Sampler):
         noise_std = self.noise_scale * math.sqrt(2.0 * self.step_size)
         step = chain_energy_and_grad(energy_fn, x)  # the energy's parameters are constant in a chain
         noise = torch.empty_like(x)  # (B, D), refilled every step
-        energy_means, grad_norm_means = [], []  # 0-d tensors: nothing is read back inside the chain
+        energies, grad_norms = [], []  # (B,) and (B, 1) per step: nothing is read back inside the chain
         for _ in range(n_steps):
             energy, grad = step(x)  # (B,), (B, D)
             grad_norm = torch.linalg.vector_norm(grad, dim=1, keepdim=True)  # (B, 1)
@@ -53,10 +53,11 @@ class LangevinSampler(Sampler):
             x.add_(gaussian_noise_(noise, generator), alpha=noise_std)
             if self.clamp is not None:
                 x.clamp_(*self.clamp)
-            energy_means.append(energy.mean())
-            grad_norm_means.append(grad_norm.mean())
-        energy_trace = torch.stack(energy_means).tolist()
-        grad_norm_trace = torch.stack(grad_norm_means).tolist()
+            energies.append(energy)
+            grad_norms.append(grad_norm)
+        # The per-step means in two reductions after the chain rather than two per step.
+        energy_trace = torch.stack(energies).mean(dim=1).tolist()  # (n_steps,)
+        grad_norm_trace = torch.cat(grad_norms, dim=1).mean(dim=0).tolist()  # (B, n_steps) -> (n_steps,)
         # Checked once per chain: a non-finite gradient poisons every later step, so the first bad step
         # of the trace is the step where it happened.
         bad = [i for i, value in enumerate(grad_norm_trace) if not math.isfinite(value)]

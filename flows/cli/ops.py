@@ -124,7 +124,10 @@ def serve_command(
     ),
 ) -> None:
     """Serve the champion over HTTP with MLflow's scoring server: POST /invocations with
-    {"dataframe_split": {"columns": [...], "data": [[...]]}} -> energy, p_value, is_ood per row; GET /ping."""
+    {"inputs": [[...], ...]} (one feature vector per row; named columns as "dataframe_split" are also accepted,
+    a text guard takes {"dataframe_split": {"columns": ["text"], "data": [["..."]]}}), optional
+    "params": {"explain": k} for the k nearest training examples of flagged rows -> energy, p_value, is_ood
+    per row; GET /ping."""
     from flows import settings
     from flows.guard.serving import serve_forever
 

@@ -482,6 +482,10 @@ def merge_into_vector_splits(
         fine, dropped["fine_already_in_training_data"] = _drop_rows_in(fine, features, in_train)
     out_dir = Path(out_dir)
     label = None
+    problems, validation = split_problems_for_selection(problems, features)
+    if len(validation):
+        # the selection stage chooses on these (an OOD validation set); the margin objective never trains on them
+        paths[FEEDBACK_OOD_VAL_SPLIT] = str(_write_parquet_atomic(validation, out_dir / f"{FEEDBACK_OOD_VAL_SPLIT}.parquet"))
     if len(problems):
         outliers = [pd.read_parquet(paths["outliers"])[features]] if "outliers" in paths else []
         n_before = len(outliers[0]) if outliers else 0
@@ -498,6 +502,7 @@ def merge_into_vector_splits(
         paths["train"] = str(_write_parquet_atomic(merged, out_dir / "train.parquet"))
     record["applied"] = {
         "problems_added_to_outliers": len(problems),
+        "problems_added_to_ood_validation": len(validation),
         "outliers_before": n_before,
         "fine_flagged_added_to_train": len(fine),
         "fine_flagged_label": label,
@@ -507,6 +512,25 @@ def merge_into_vector_splits(
     record["applied"]["dropped"] = {k: v for k, v in record["applied"]["dropped"].items() if v}
     path = write_json_atomic(out_dir / SNAPSHOT_FILE, record, indent=2)
     return paths, label, path
+
+
+FEEDBACK_OOD_VAL_SPLIT = "ood_val_feedback"  # OOD validation for the selection stage (prefix ood_val_: never test data)
+MIN_PROBLEMS_FOR_VALIDATION = 20  # below this every confirmed problem trains (outliers); a validation set needs >= 10 rows
+
+
+def split_problems_for_selection(problems: pd.DataFrame, features: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows for the known outliers, rows for the selection stage's OOD validation). From
+    MIN_PROBLEMS_FOR_VALIDATION confirmed problems on, half of them (chosen by their content hash, so
+    the same rows go the same way in every retrain) become an OOD validation set: the selection then
+    chooses among the candidates on real problems, and a margin-style candidate is never scored on the
+    rows it was trained against. Fewer problems all go to the outliers."""
+    if len(problems) < MIN_PROBLEMS_FOR_VALIDATION:
+        return problems, problems.iloc[0:0]
+    hashes = input_hashes(problems, features)
+    order = np.argsort(np.asarray(hashes))
+    to_validation = np.zeros(len(problems), dtype=bool)
+    to_validation[order[1::2]] = True
+    return problems[~to_validation].reset_index(drop=True), problems[to_validation].reset_index(drop=True)
 
 
 def _drop_rows_in(frame: pd.DataFrame, features: list[str], hashes: set[str]) -> tuple[pd.DataFrame, int]:

@@ -120,29 +120,36 @@ class PromotionResult:
 # --- evaluation data ------------------------------------------------------------------------------
 
 
+RUN_DATA_FOLDERS = ("data", "embedded")  # a run folder's splits: vectors as given / text embedded
+
+
 def resolve_eval_data(data_dir: str | Path | None = None) -> Path:
-    """A folder holding in_test.parquet and ood_*.parquet: `data_dir` itself or its `data/` subfolder
-    (a pipeline run folder), or by default the data of the latest pipeline run that completed (a run
-    that failed or was killed has no `run_complete.json` and is never used)."""
+    """A folder holding in_test.parquet and ood_*.parquet: `data_dir` itself or its `data/` (vector runs)
+    or `embedded/` (text runs) subfolder (a pipeline run folder), or by default the data of the latest
+    pipeline run that completed with an OOD split (a run that failed or was killed has no
+    `run_complete.json` and is never used)."""
     if data_dir is None:
         runs = settings.runs_dir()
         candidates = sorted(
             (
                 p.parent
-                for p in runs.glob(f"*/data/{IN_DISTRIBUTION_SPLIT}.parquet")
-                if (p.parent.parent / RUN_COMPLETE_MARKER).exists()
+                for sub in RUN_DATA_FOLDERS
+                for p in runs.glob(f"*/{sub}/{IN_DISTRIBUTION_SPLIT}.parquet")
+                if (p.parent.parent / RUN_COMPLETE_MARKER).exists() and list(p.parent.glob("ood_*.parquet"))
             ),
             key=lambda p: (p.parent / RUN_COMPLETE_MARKER).stat().st_mtime,
         )
         if not candidates:
             raise PromotionError(
-                f"no evaluation data: no completed pipeline run under {runs} has data/{IN_DISTRIBUTION_SPLIT}.parquet; "
-                "pass --data-dir (a folder with in_test.parquet and ood_*.parquet)"
+                f"no evaluation data: no completed pipeline run under {runs} has data/ or embedded/ with "
+                f"{IN_DISTRIBUTION_SPLIT}.parquet and an ood_*.parquet split (train with OOD test data, e.g. "
+                "`ebmops train --ood-test-data`); or pass --data-dir (a folder with in_test.parquet and ood_*.parquet)"
             )
         return candidates[-1]
     path = Path(data_dir).expanduser().resolve()
-    if not (path / f"{IN_DISTRIBUTION_SPLIT}.parquet").exists() and (path / "data" / f"{IN_DISTRIBUTION_SPLIT}.parquet").exists():
-        path = path / "data"
+    for sub in RUN_DATA_FOLDERS:
+        if not (path / f"{IN_DISTRIBUTION_SPLIT}.parquet").exists() and (path / sub / f"{IN_DISTRIBUTION_SPLIT}.parquet").exists():
+            path = path / sub
     if not (path / f"{IN_DISTRIBUTION_SPLIT}.parquet").exists():
         raise PromotionError(f"{path}: no {IN_DISTRIBUTION_SPLIT}.parquet (need in_test.parquet and ood_*.parquet)")
     if not list(path.glob("ood_*.parquet")):

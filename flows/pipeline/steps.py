@@ -111,11 +111,12 @@ def load_data(config: PipelineConfig, run_dir: Path, source: DataSource | None =
 
 
 def add_feedback(data: PreparedData, snapshot_json: Path, run_dir: Path) -> tuple[PreparedData, Path]:
-    """The data with a feedback snapshot's training rows added (problems -> `outliers`, fine flagged
+    """The data with a feedback snapshot's training rows added (problems -> `outliers`, and from 20 on half
+    of them -> the OOD validation split `ood_val_feedback` the selection stage chooses on; fine flagged
     inputs -> `train`; `flows.monitoring.feedback_store.merge_into_vector_splits` says how), written
     under `<run_dir>/data_feedback/`; the data checks run on the result like on any split. Returns the
     data and `<run_dir>/feedback_snapshot.json`, the record the registered version names."""
-    from flows.monitoring.feedback_store import SNAPSHOT_FILE, merge_into_vector_splits
+    from flows.monitoring.feedback_store import FEEDBACK_OOD_VAL_SPLIT, SNAPSHOT_FILE, merge_into_vector_splits
 
     out_dir = Path(run_dir) / "data_feedback"
     paths, label, record = merge_into_vector_splits(
@@ -127,7 +128,7 @@ def add_feedback(data: PreparedData, snapshot_json: Path, run_dir: Path) -> tupl
     merged = PreparedData(
         split_paths=paths,
         feature_columns=data.feature_columns,
-        ood_splits=data.ood_splits,
+        ood_splits=(*data.ood_splits, *([FEEDBACK_OOD_VAL_SPLIT] if FEEDBACK_OOD_VAL_SPLIT in paths else [])),
         value_range=data.value_range,
         allowed_labels=allowed,
         fingerprints={split: file_fingerprint(path) for split, path in paths.items()},

@@ -255,3 +255,21 @@ def test_monitor_stores_feedback_once_even_when_a_batch_is_scored_again_after_a_
     snap = store.snapshot(holdout_batches=1)
     assert snap.holdout_batch_ids == (stored["batch_id"].iloc[-1],) and snap.counts["n_holdout"] == 10
     assert snap.counts["n_problems"] == 5
+
+
+def test_confirmed_problems_split_between_outliers_and_selection_validation_by_content():
+    from flows.monitoring.feedback_store import MIN_PROBLEMS_FOR_VALIDATION, split_problems_for_selection
+
+    features = ["a", "b"]
+    few = pd.DataFrame({"a": np.arange(MIN_PROBLEMS_FOR_VALIDATION - 1, dtype=float), "b": 1.0})
+    train, validation = split_problems_for_selection(few, features)
+    assert len(train) == len(few) and validation.empty
+
+    rows = pd.DataFrame({"a": np.arange(30, dtype=float), "b": 2.0})
+    train, validation = split_problems_for_selection(rows, features)
+    assert (len(train), len(validation)) == (15, 15)
+    assert set(train["a"]).isdisjoint(validation["a"]) and set(train["a"]) | set(validation["a"]) == set(range(30))
+    # the same rows go the same way whatever their order (a retrain never validates on rows it trained against)
+    shuffled = rows.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    train2, validation2 = split_problems_for_selection(shuffled, features)
+    assert set(validation2["a"]) == set(validation["a"])

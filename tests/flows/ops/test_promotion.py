@@ -291,6 +291,17 @@ def test_promotion_data_comes_only_from_completed_runs(ebmops_home):
     (complete.parent / RUN_COMPLETE_MARKER).unlink()
     with pytest.raises(PromotionError, match="no completed pipeline run"):
         resolve_eval_data()
+    # a text run keeps its embedded splits under embedded/; one without an OOD split is no evaluation data
+    text_run = settings.runs_dir() / "d-text"
+    (text_run / "embedded").mkdir(parents=True)
+    (text_run / "embedded" / "in_test.parquet").write_bytes(b"placeholder")
+    mark_run(text_run, RUN_STARTED_MARKER)
+    mark_run(text_run, RUN_COMPLETE_MARKER)
+    with pytest.raises(PromotionError, match="an ood_\\*.parquet split"):
+        resolve_eval_data()
+    (text_run / "embedded" / "ood_oos.parquet").write_bytes(b"placeholder")
+    assert resolve_eval_data() == text_run / "embedded"
+    assert resolve_eval_data(text_run) == text_run / "embedded"
 
 
 @pytest.mark.slow
