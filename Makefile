@@ -31,8 +31,15 @@ $(INSTALLED): pyproject.toml constraints.txt
 demo: $(INSTALLED)
 	$(VENV)/bin/ebmops demo
 
+# The suite on TEST_WORKERS processes (pytest-xdist): most of its time is spent waiting on subprocesses
+# and servers, so more processes than cores pays. A test file is one unit of work (`--dist loadfile`:
+# its module fixtures are built once, its tests keep their order); the longest files go first
+# (tests/conftest.py, LONGEST_FIRST). `make test TEST_WORKERS=0` runs everything in one process.
+TEST_WORKERS ?= 4
+XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
 test: $(INSTALLED)
-	$(PY) -m pytest
+	$(PY) -m pytest $(XDIST)
 
 # Markers (pyproject.toml): `slow` = more than about 5 s, `server` = starts a real server or browser.
 test-fast: $(INSTALLED)

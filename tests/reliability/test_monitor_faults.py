@@ -1,6 +1,6 @@
 """Reliability of `ebmops monitor --once DIR` (issue: monitoring faults), run as the user runs it: the
 console script in a subprocess, a fresh $EBMOPS_HOME per test (a copy of one registered digits guard),
-one Prefect test server shared by the module (PREFECT_API_URL), and `EBMOPS_FAULT_POINT` for kill -9.
+the session's Prefect test server (PREFECT_API_URL), and `EBMOPS_FAULT_POINT` for kill -9.
 
 - a kill -9 at each fault point of the monitor, then a rerun: no MLflow step twice, every input
   counted exactly once, the state readable, nothing left pending, the registry invariants hold;
@@ -37,14 +37,12 @@ MODEL = "ebm-guard"
 
 
 @pytest.fixture(scope="module")
-def prefect_api_url():
-    """One Prefect test server for the module; the subprocesses reach it through PREFECT_API_URL
-    (each would otherwise start a temporary server of its own, seconds each time)."""
+def prefect_api_url(prefect_harness):
+    """The session's Prefect test server (tests/conftest.py); the subprocesses reach it through
+    PREFECT_API_URL (each would otherwise start a temporary server of its own, seconds each time)."""
     from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield PREFECT_API_URL.value()
+    return PREFECT_API_URL.value()
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +85,8 @@ def traffic(tmp_path):
 def run_monitor(home: Path, api_url: str, *args: str, fault: str | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "EBMOPS_", "PREFECT_"))}
     env.update(EBMOPS_HOME=str(home), PREFECT_API_URL=api_url, COLUMNS="250", NO_COLOR="1")
+    if "PREFECT_HOME" in os.environ:  # this test process's own (tests/conftest.py), not ~/.prefect
+        env["PREFECT_HOME"] = os.environ["PREFECT_HOME"]
     if fault:
         env["EBMOPS_FAULT_POINT"] = fault
     return subprocess.run(
