@@ -155,11 +155,19 @@ def deploy_command(
         None, "--training-steps", min=1, help="Default training budget of the nightly retraining."
     ),
     config: Optional[Path] = typer.Option(None, "--config", help="Pipeline YAML for the nightly retraining."),
+    cooldown_minutes: float = typer.Option(
+        60.0, "--cooldown-minutes", min=0.0,
+        help="Retrain-on-alarm: an alarm within this many minutes of the previous alarm-started retraining of "
+        "the same model starts no new one (the skip is written to the audit log).",
+    ),
 ) -> None:
     """Scheduled operations as Prefect deployments: nightly retraining (cron 0 3 * * *) and a promotion
-    triggered by each completed retraining. Without --serve they are created on the server at
-    PREFECT_API_URL (start a worker: `prefect worker start --pool ebmops`)."""
+    triggered by each completed retraining; hourly monitoring; a retraining on the feedback store started
+    by each monitoring alarm (one at a time, with a cool-down) and a promotion after it. Without --serve
+    they are created on the server at PREFECT_API_URL (start a worker: `prefect worker start --pool ebmops`)."""
     from flows.ops.deployments import (
+        ALARM_PROMOTE_DEPLOYMENT,
+        ALARM_RETRAIN_DEPLOYMENT,
         MONITOR_CRON,
         MONITOR_DEPLOYMENT,
         PROMOTE_DEPLOYMENT,
@@ -177,17 +185,19 @@ def deploy_command(
         parameters["config_path"] = str(config.resolve())
     console.print(
         f"retrain/{RETRAIN_DEPLOYMENT} (cron {RETRAIN_CRON}); promote/{PROMOTE_DEPLOYMENT} "
-        f"(on prefect.flow-run.Completed of {RETRAIN_DEPLOYMENT}); monitor-traffic/{MONITOR_DEPLOYMENT} (cron {MONITOR_CRON})"
+        f"(on prefect.flow-run.Completed of {RETRAIN_DEPLOYMENT}); monitor-traffic/{MONITOR_DEPLOYMENT} (cron {MONITOR_CRON}); "
+        f"retrain/{ALARM_RETRAIN_DEPLOYMENT} (on ebmops.monitor.alarm, cool-down {cooldown_minutes:g} min); "
+        f"promote/{ALARM_PROMOTE_DEPLOYMENT} (after it)"
     )
     if serve:
-        serve_deployments(parameters)
+        serve_deployments(parameters, cooldown_minutes=cooldown_minutes)
         return
     from prefect.settings import PREFECT_API_URL
 
     if not PREFECT_API_URL.value():
         console.print("[bold red]error:[/bold red] PREFECT_API_URL is not set: point it at a Prefect server, or use --serve")
         raise typer.Exit(code=EXIT_BAD_INPUT)
-    ids = deploy_to_server(work_pool, parameters)
+    ids = deploy_to_server(work_pool, parameters, cooldown_minutes=cooldown_minutes)
     for name, deployment_id in ids.items():
         console.print(f"created {escape(name)}: {deployment_id}")
     console.print(f"Run them with a worker: prefect worker start --pool {escape(work_pool)}")

@@ -251,11 +251,14 @@ def build_deployments(
     return [spec["flow"].to_deployment(**spec["kwargs"]) for spec in deployment_specs(retrain_parameters, cooldown_minutes)]
 
 
-def serve_deployments(retrain_parameters: dict[str, Any] | None = None, limit: int | None = 1) -> None:
+def serve_deployments(
+    retrain_parameters: dict[str, Any] | None = None, limit: int | None = 1,
+    cooldown_minutes: float = DEFAULT_COOLDOWN_MINUTES,
+) -> None:
     """Serve every deployment from this process until interrupted (runs execute in subprocesses)."""
     from prefect import serve
 
-    serve(*build_deployments(retrain_parameters), limit=limit)
+    serve(*build_deployments(retrain_parameters, cooldown_minutes), limit=limit)
 
 
 def deploy_to_server(
