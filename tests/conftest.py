@@ -31,14 +31,19 @@ os.environ["EBMOPS_HOME"] = str(_PROCESS_DIR / "ebmops-home")
 # pytest 9 no longer reads.) The files listed here take the longest (`pytest --durations`): handed out
 # first (with `--no-loadscope-reorder`), none of them starts last and holds up the end of the run.
 LONGEST_FIRST = (
-    "tests/flows/ops/test_deployments.py",
     "tests/reliability/test_monitor_faults.py",
     "tests/reliability/test_promotion_faults.py",
-    "tests/flows/ops/test_promotion.py",
-    "tests/reliability/test_serving_fuzz.py",
+    "tests/flows/ops/test_deployments.py",
+    "tests/flows/ops/test_batch_scoring.py",
+    "tests/flows/pipeline/test_train_text_cli.py",
     "tests/flows/pipeline/test_dask_selection.py",
+    "tests/reliability/test_serving_fuzz.py",
     "tests/flows/pipeline/test_ddp_train.py",
+    "tests/flows/ops/test_promotion.py",
     "tests/reliability/test_bad_inputs.py",
+    "tests/flows/monitoring/test_monitor.py",
+    "tests/ebm_core/test_distributed.py",
+    "tests/evaluation/render/test_html_in_browser.py",
     "tests/reliability/test_tampered_artifacts.py",
 )
 
