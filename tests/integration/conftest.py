@@ -80,10 +80,10 @@ def parse_exports(text: str) -> dict[str, str]:
     return found
 
 
-def servers_up(folder: Path) -> subprocess.CompletedProcess:
+def servers_up(folder: Path, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["bash", str(INFRA / "servers-up.sh")], env=_script_env(folder), capture_output=True, text=True,
-        timeout=STARTUP_TIMEOUT_S,
+        ["bash", str(INFRA / "servers-up.sh")], env={**_script_env(folder), **(extra_env or {})},
+        capture_output=True, text=True, timeout=STARTUP_TIMEOUT_S,
     )
 
 
@@ -94,15 +94,16 @@ def servers_down(folder: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.fixture(scope="session")
-def team_servers():
+@contextlib.contextmanager
+def servers_in_temp_folder(extra_env: dict[str, str] | None = None):
+    """Start the team servers in a fresh folder, yield their `Servers`, stop and purge them."""
     # Under /tmp (not pytest's 0700 basetemp) and traversable, so the `postgres` user reaches its data.
     folder = Path(tempfile.mkdtemp(prefix="ebmops-servers-"))
     folder.chmod(0o711)
     servers_dir = folder / "servers"
     _SESSION_ROOT.append(folder)
     try:
-        started = servers_up(servers_dir)
+        started = servers_up(servers_dir, extra_env)
         if started.returncode != 0:
             pytest.fail(f"infra/servers-up.sh failed (exit {started.returncode}):\n{started.stderr[-4000:]}")
         exports = parse_exports(started.stdout)
@@ -116,8 +117,15 @@ def team_servers():
     finally:
         stopped = servers_down(servers_dir, "--purge")
         shutil.rmtree(folder, ignore_errors=True)
+        _SESSION_ROOT.remove(folder)
         if stopped.returncode != 0:
             print(f"infra/servers-down.sh failed (exit {stopped.returncode}):\n{stopped.stderr[-4000:]}", file=sys.stderr)
+
+
+@pytest.fixture(scope="session")
+def team_servers():
+    with servers_in_temp_folder() as servers:
+        yield servers
 
 
 @pytest.fixture(scope="session")
@@ -250,30 +258,7 @@ def own_team_servers():
     """Team servers for one module alone (a fresh folder, other free ports), started and purged around
     it like `team_servers`: for a module whose runs and registrations must not meet another module's
     (tests/integration/test_team_servers.py counts what is on its servers)."""
-    folder = Path(tempfile.mkdtemp(prefix="ebmops-servers-"))
-    folder.chmod(0o711)
-    servers_dir = folder / "servers"
-    _SESSION_ROOT.append(folder)
     # One MLflow worker process: no uvicorn supervisor, whose 5 s health check kills workers that a
     # busy CI machine is slow to start; a longer readiness wait for the same reason.
-    env = {**_script_env(servers_dir), "EBMOPS_MLFLOW_WORKERS": "1", "EBMOPS_SERVERS_TIMEOUT": "600"}
-    try:
-        started = subprocess.run(
-            ["bash", str(INFRA / "servers-up.sh")], env=env, capture_output=True, text=True, timeout=STARTUP_TIMEOUT_S
-        )
-        if started.returncode != 0:
-            pytest.fail(f"infra/servers-up.sh failed (exit {started.returncode}):\n{started.stderr[-4000:]}")
-        exports = parse_exports(started.stdout)
-        yield Servers(
-            folder=servers_dir,
-            mlflow_uri=exports["MLFLOW_TRACKING_URI"],
-            prefect_api=exports["PREFECT_API_URL"],
-            admin_user=exports["MLFLOW_TRACKING_USERNAME"],
-            admin_password=exports["MLFLOW_TRACKING_PASSWORD"],
-        )
-    finally:
-        stopped = servers_down(servers_dir, "--purge")
-        shutil.rmtree(folder, ignore_errors=True)
-        _SESSION_ROOT.remove(folder)
-        if stopped.returncode != 0:
-            print(f"infra/servers-down.sh failed (exit {stopped.returncode}):\n{stopped.stderr[-4000:]}", file=sys.stderr)
+    with servers_in_temp_folder({"EBMOPS_MLFLOW_WORKERS": "1", "EBMOPS_SERVERS_TIMEOUT": "600"}) as servers:
+        yield servers
