@@ -21,7 +21,7 @@
 4. On an alarm, when no retrain ran in the last `--cooldown` batches and the store holds at least
    `--min-problems` confirmed problems outside the held-out newest batch (fewer would not change the
    guard), what the Prefect automation does unattended: `ebmops train ... --feedback` (confirmed problems
-   -> known outliers and, from 20 on, half of them the selection's OOD validation set; confirmed-fine
+   -> known outliers and, from 100 on, half of them the selection's OOD validation set; confirmed-fine
    flagged queries -> in-distribution), then `ebmops promote` (the standing gates plus the feedback
    holdout gate on the newest batch's feedback); the challenger serves from the next batch if it passes.
 

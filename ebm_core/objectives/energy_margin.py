@@ -36,7 +36,12 @@ class EnergyMarginObjective:
         margin_weight: float = 1.0,
         ce_weight: float = 1.0,
         outlier_batch_size: int | None = None,
+        synthetic: torch.Tensor | None = None,
+        synthetic_share: float = 0.0,
     ):
+        """`synthetic` (optional, (N_syn, D)): synthetic outliers mixed into every outlier batch at
+        `synthetic_share` of its rows, so that a handful of known-bad rows adds to the margin's
+        regulariser instead of replacing it (a margin against 30 rows alone learns those 30 rows)."""
         self.outliers = check_batch(outliers, name="outliers").detach()  # (N_out, D)
         if outliers.shape[0] == 0:
             raise ValueError("outliers must hold at least one row")
@@ -47,14 +52,33 @@ class EnergyMarginObjective:
         self.m_in, self.m_out = float(m_in), float(m_out)
         self.margin_weight, self.ce_weight = float(margin_weight), float(ce_weight)
         self.outlier_batch_size = outlier_batch_size
+        if not 0.0 <= synthetic_share < 1.0:
+            raise ValueError(f"synthetic_share must be in [0, 1), got {synthetic_share}")
+        if synthetic_share > 0 and synthetic is None:
+            raise ValueError("synthetic_share > 0 needs synthetic outliers")
+        self.synthetic = None
+        if synthetic is not None:
+            self.synthetic = check_batch(synthetic, name="synthetic outliers").detach()
+            if self.synthetic.shape[1] != self.outliers.shape[1] or self.synthetic.shape[0] == 0:
+                raise ValueError(
+                    f"synthetic outliers must be (N>0, {self.outliers.shape[1]}), got {tuple(self.synthetic.shape)}"
+                )
+        self.synthetic_share = float(synthetic_share)
+
+    def _draw(self, pool: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+        index = torch.randint(0, pool.shape[0], (n,), generator=generator, device=generator.device)
+        return pool[index.to(pool.device)]
 
     def __call__(
         self, energy_fn, batch: torch.Tensor | LabelledBatch, generator: torch.Generator
     ) -> ObjectiveOutput:
         x, y = split_batch(batch)
         n_out = self.outlier_batch_size or x.shape[0]
-        index = torch.randint(0, self.outliers.shape[0], (n_out,), generator=generator, device=generator.device)
-        x_out = self.outliers[index.to(self.outliers.device)].to(x.device, x.dtype)
+        n_synthetic = int(round(self.synthetic_share * n_out)) if self.synthetic is not None else 0
+        parts = [self._draw(self.outliers, n_out - n_synthetic, generator)]
+        if n_synthetic:
+            parts.append(self._draw(self.synthetic, n_synthetic, generator))
+        x_out = torch.cat([p.to(x.device, x.dtype) for p in parts])
 
         e_pos, e_neg = energy_fn(x), energy_fn(x_out)  # (B,), (B_out,)
         hinge_in = F.relu(e_pos - self.m_in).pow(2).mean()
@@ -87,7 +111,10 @@ def feature_permuted(x: torch.Tensor, generator: torch.Generator) -> torch.Tenso
 
 @dataclass(frozen=True)
 class MarginConfig(ObjectiveConfig):
-    """Energy-margin training; without the caller's outliers it trains against feature-permuted rows."""
+    """Energy-margin training; without the caller's outliers it trains against feature-permuted rows.
+    With them, `synthetic_share` of every outlier batch is still feature-permuted training rows: known-bad
+    rows are usually few (a team's first confirmed problems), and a margin against them alone fits those
+    rows and loses the structure-free negatives that keep the energy low only near the data."""
 
     name = "margin"
     labels = "optional"
@@ -97,13 +124,15 @@ class MarginConfig(ObjectiveConfig):
     margin_weight: float = 1.0
     ce_weight: float = 1.0
     outlier_batch_size: int | None = None
+    synthetic_share: float = 0.5  # share of each outlier batch that is feature-permuted when outliers are given
 
     def build(self, context: ObjectiveContext) -> EnergyMarginObjective:
-        outliers = context.outliers
-        if outliers is None:
-            outliers = feature_permuted(context.x_train, context.generator)
+        synthetic = feature_permuted(context.x_train, context.generator)
+        known = context.outliers
         return EnergyMarginObjective(
-            outliers,
+            known if known is not None else synthetic,
+            synthetic=synthetic if known is not None and self.synthetic_share > 0 else None,
+            synthetic_share=self.synthetic_share if known is not None else 0.0,
             m_in=self.m_in,
             m_out=self.m_out,
             margin_weight=self.margin_weight,

@@ -111,7 +111,7 @@ def load_data(config: PipelineConfig, run_dir: Path, source: DataSource | None =
 
 
 def add_feedback(data: PreparedData, snapshot_json: Path, run_dir: Path) -> tuple[PreparedData, Path]:
-    """The data with a feedback snapshot's training rows added (problems -> `outliers`, and from 20 on half
+    """The data with a feedback snapshot's training rows added (problems -> `outliers`, and from 100 on half
     of them -> the OOD validation split `ood_val_feedback` the selection stage chooses on; fine flagged
     inputs -> `train`; `flows.monitoring.feedback_store.merge_into_vector_splits` says how), written
     under `<run_dir>/data_feedback/`; the data checks run on the result like on any split. Returns the

@@ -217,3 +217,40 @@ def test_contrastive_objectives_report_sampler_telemetry():
     pcd(mlp(2, (8,)), x, generator)
     stats = pcd(mlp(2, (8,)), x, generator).stats
     assert stats["buffer_mean_age"] > 0 and 0.0 <= stats["sampler_acceptance"] <= 1.0
+
+
+def test_energy_margin_mixes_synthetic_outliers_into_each_batch_at_the_share_asked():
+    known = torch.full((3, 2), 100.0)  # a handful of known-bad rows, recognisable by value
+    synthetic = torch.full((50, 2), -100.0)
+    seen = []
+
+    def energy_fn(batch):
+        seen.append(batch.clone())
+        return batch.sum(dim=1)
+
+    objective = EnergyMarginObjective(known, outlier_batch_size=8, synthetic=synthetic, synthetic_share=0.25)
+    objective(energy_fn, torch.zeros((8, 2)), torch.Generator().manual_seed(0))
+    x_out = seen[1]
+    assert x_out.shape == (8, 2)
+    assert int((x_out[:, 0] == 100.0).sum()) == 6 and int((x_out[:, 0] == -100.0).sum()) == 2
+    with pytest.raises(ValueError, match="synthetic_share"):
+        EnergyMarginObjective(known, synthetic=synthetic, synthetic_share=1.0)
+    with pytest.raises(ValueError, match="needs synthetic"):
+        EnergyMarginObjective(known, synthetic_share=0.5)
+    with pytest.raises(ValueError, match=r"\(N>0, 2\)"):
+        EnergyMarginObjective(known, synthetic=torch.zeros((4, 3)), synthetic_share=0.5)
+
+
+def test_margin_config_keeps_feature_permuted_rows_beside_known_outliers():
+    from ebm_core.objectives import MarginConfig, ObjectiveContext
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.arange(40.0).reshape(20, 2)
+    known = torch.full((3, 2), -7.0)
+    with_known = MarginConfig().build(ObjectiveContext(x, generator, None, known))
+    assert with_known.synthetic_share == 0.5 and with_known.outliers.shape == (3, 2)
+    assert sorted(with_known.synthetic.flatten().tolist()) == sorted(x.flatten().tolist())  # permuted rows of x
+    alone = MarginConfig(synthetic_share=0.0).build(ObjectiveContext(x, generator, None, known))
+    assert alone.synthetic is None
+    without = MarginConfig().build(ObjectiveContext(x, generator, None, None))
+    assert without.synthetic is None and without.outliers.shape == (20, 2)
