@@ -265,10 +265,11 @@ def test_confirmed_problems_split_between_outliers_and_selection_validation_by_c
     train, validation = split_problems_for_selection(few, features)
     assert len(train) == len(few) and validation.empty
 
-    rows = pd.DataFrame({"a": np.arange(30, dtype=float), "b": 2.0})
+    n = MIN_PROBLEMS_FOR_VALIDATION
+    rows = pd.DataFrame({"a": np.arange(n, dtype=float), "b": 2.0})
     train, validation = split_problems_for_selection(rows, features)
-    assert (len(train), len(validation)) == (15, 15)
-    assert set(train["a"]).isdisjoint(validation["a"]) and set(train["a"]) | set(validation["a"]) == set(range(30))
+    assert (len(train), len(validation)) == (n // 2, n // 2)
+    assert set(train["a"]).isdisjoint(validation["a"]) and set(train["a"]) | set(validation["a"]) == set(range(n))
     # the same rows go the same way whatever their order (a retrain never validates on rows it trained against)
     shuffled = rows.sample(frac=1.0, random_state=3).reset_index(drop=True)
     train2, validation2 = split_problems_for_selection(shuffled, features)
