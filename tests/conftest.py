@@ -32,6 +32,7 @@ os.environ["EBMOPS_HOME"] = str(_PROCESS_DIR / "ebmops-home")
 # first (with `--no-loadscope-reorder`), none of them starts last and holds up the end of the run.
 LONGEST_FIRST = (
     "tests/reliability/test_monitor_faults.py",
+    "tests/reliability/test_monitor_kills.py",
     "tests/reliability/test_promotion_faults.py",
     "tests/flows/ops/test_deployments.py",
     "tests/flows/ops/test_batch_scoring.py",

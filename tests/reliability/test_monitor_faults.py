@@ -1,9 +1,8 @@
 """Reliability of `ebmops monitor --once DIR` (issue: monitoring faults), run as the user runs it: the
 console script in a subprocess, a fresh $EBMOPS_HOME per test (a copy of one registered digits guard),
-the session's Prefect test server (PREFECT_API_URL), and `EBMOPS_FAULT_POINT` for kill -9.
+the session's Prefect test server (PREFECT_API_URL); tests/reliability/monitor_runs.py. The kill -9
+tests are in tests/reliability/test_monitor_kills.py.
 
-- a kill -9 at each fault point of the monitor, then a rerun: no MLflow step twice, every input
-  counted exactly once, the state readable, nothing left pending, the registry invariants hold;
 - bad batch files of many kinds are quarantined (moved to DIR/quarantine/, one line naming the file
   and the reason, recorded so they are not retried) and later good files of the same pass are scored;
 - a file changed after it was processed counts only its new rows; one with no new rows is skipped;
@@ -13,11 +12,7 @@ the session's Prefect test server (PREFECT_API_URL), and `EBMOPS_FAULT_POINT` fo
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import signal
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -25,153 +20,21 @@ import pandas as pd
 import pytest
 
 from tests.reliability.invariants import assert_registry_invariants
+from tests.reliability.monitor_runs import (  # noqa: F401, F811 - pytest finds fixtures by name
+    MODEL,
+    explain,
+    home,
+    prefect_api_url,
+    read_state,
+    rows,
+    run_monitor,
+    step_counts,
+    template,
+    traffic,
+    write_batch,
+)
 
 pytestmark = pytest.mark.slow
-
-EBMOPS = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "ebmops"
-RUN_TIMEOUT_S = 300
-MODEL = "ebm-guard"
-
-
-# --- fixtures -----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def prefect_api_url(prefect_harness):
-    """The session's Prefect test server (tests/conftest.py); the subprocesses reach it through
-    PREFECT_API_URL (each would otherwise start a temporary server of its own, seconds each time)."""
-    from prefect.settings import PREFECT_API_URL
-
-    return PREFECT_API_URL.value()
-
-
-@pytest.fixture(scope="module")
-def template(small_vector_guard):
-    """The session's small digits guard (tests/reliability/conftest.py; champion v1 of ebm-guard) and
-    its in-distribution test rows, shuffled."""
-    assert small_vector_guard.model_name == MODEL and small_vector_guard.version == "1"
-    rows = pd.read_parquet(small_vector_guard.data.path("in_test"))[list(small_vector_guard.feature_names)]
-    return small_vector_guard.home, rows.sample(frac=1.0, random_state=0).reset_index(drop=True)
-
-
-@pytest.fixture
-def home(template, tmp_path, monkeypatch):
-    """A fresh copy of the guard's home for this test (tracking db, audit log; the artifacts stay
-    where the copied db says, in the shared home, and are only read)."""
-    template_home, _ = template
-    home = tmp_path / "ebmops-home"
-    shutil.copytree(template_home, home)
-    monkeypatch.setenv("EBMOPS_HOME", str(home))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-    return home
-
-
-@pytest.fixture
-def rows(template):
-    return template[1]
-
-
-@pytest.fixture
-def traffic(tmp_path):
-    folder = tmp_path / "traffic"
-    folder.mkdir()
-    return folder
-
-
-# --- helpers ------------------------------------------------------------------------------------
-
-
-def run_monitor(home: Path, api_url: str, *args: str, fault: str | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "EBMOPS_", "PREFECT_"))}
-    env.update(EBMOPS_HOME=str(home), PREFECT_API_URL=api_url, COLUMNS="250", NO_COLOR="1")
-    if "PREFECT_HOME" in os.environ:  # this test process's own (tests/conftest.py), not ~/.prefect
-        env["PREFECT_HOME"] = os.environ["PREFECT_HOME"]
-    if fault:
-        env["EBMOPS_FAULT_POINT"] = fault
-    return subprocess.run(
-        [str(EBMOPS), "monitor", "--once", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-    )
-
-
-def write_batch(folder: Path, name: str, frame: pd.DataFrame, start: str = "2024-05-01") -> Path:
-    out = frame.copy()
-    out.insert(0, "timestamp", pd.date_range(start, periods=len(out), freq="min", tz="UTC"))
-    path = folder / name
-    if name.endswith(".csv"):
-        out.to_csv(path, index=False)
-    else:
-        out.to_parquet(path, index=False)
-    return path
-
-
-def noise(rows: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
-    return pd.DataFrame(np.random.default_rng(seed).uniform(0, 16, (n, rows.shape[1])), columns=rows.columns)
-
-
-def read_state(home: Path) -> dict:
-    path = home / "monitoring" / f"{MODEL}-v1.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def step_counts(home: Path, key: str = "batch.n") -> dict[int, int]:
-    """Step -> how many points of metric `key` the state's monitoring run holds at that step."""
-    from flows.guard import registry
-
-    state = read_state(home)
-    registry.configure_tracking()
-    steps = registry.metric_steps(state["mlflow_run_id"], key)
-    return {s: steps.count(s) for s in sorted(set(steps))}
-
-
-def explain(result: subprocess.CompletedProcess) -> str:
-    return f"rc={result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
-
-
-# --- kill -9 at each fault point, then rerun ------------------------------------------------------
-
-FAULT_POINTS = [
-    "monitor.after_rows_write",
-    "monitor.after_pending_save",
-    "monitor.after_mlflow_log",
-    "monitor.after_state_save",
-    "monitor.after_alarm_emit",
-    "monitor.after_quarantine_record",
-    "monitor.after_quarantine_move",
-]
-
-
-@pytest.mark.parametrize("point", FAULT_POINTS)
-def test_kill_at_fault_point_then_rerun_counts_each_input_once(point, home, rows, traffic, prefect_api_url):
-    write_batch(traffic, "a.parquet", rows.iloc[0:40])
-    write_batch(traffic, "b.csv", rows.iloc[40:70])
-    (traffic / "bad.parquet").write_bytes(b"PAR1 not really parquet")
-    write_batch(traffic, "c_shift.parquet", noise(rows, 60))
-    args = (str(traffic), "--expected-run-length", "20", "--window", "2")
-
-    crashed = run_monitor(home, prefect_api_url, *args, fault=point)
-    assert crashed.returncode == -signal.SIGKILL, explain(crashed)
-    read_state(home)  # readable (or absent) after the kill
-
-    rerun = run_monitor(home, prefect_api_url, *args)
-    assert rerun.returncode == 1, explain(rerun)  # the shifted batch alarms, in the crashed pass or now
-    assert "Traceback" not in rerun.stdout
-
-    state = read_state(home)
-    assert [p["name"] for p in state["processed"]] == ["a.parquet", "b.csv", "c_shift.parquet"]
-    assert [p["batch"] for p in state["processed"]] == [0, 1, 2]
-    assert [p["n"] for p in state["processed"]] == [40, 30, 60]  # every input counted exactly once
-    assert state["pending"] == []
-    assert [(q["name"], q["moved_to"]) for q in state["quarantined"]] == [("bad.parquet", "quarantine/bad.parquet")]
-    assert (traffic / "quarantine" / "bad.parquet").exists() and not (traffic / "bad.parquet").exists()
-    assert step_counts(home) == {0: 1, 1: 1, 2: 1}  # no duplicated MLflow step
-    assert step_counts(home, "sequential.statistic") == {0: 1, 1: 1, 2: 1}
-    assert state["sequential"]["alarms"] == [2]
-    assert_registry_invariants(MODEL)
 
 
 # --- quarantine ----------------------------------------------------------------------------------
