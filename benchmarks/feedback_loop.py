@@ -89,6 +89,39 @@ def write_training_files(data: dict[str, pd.DataFrame], out: Path) -> dict[str, 
     return paths
 
 
+SCENARIOS = ("out-of-scope", "new-intents")
+PROBLEMS_SAID = {
+    "out-of-scope": "CLINC150's out-of-scope queries (oos_test, oos_train); the champion is trained on all 150 intents.",
+    "new-intents": "every query of {n} intents the champion was never trained on ({intents}); "
+    "the champion is trained on the other intents.",
+}
+
+
+def scenario_data(data: dict[str, pd.DataFrame], args: argparse.Namespace) -> dict[str, pd.DataFrame]:
+    """The splits with `problems`, the queries that are problems for the champion:
+    - `out-of-scope`: CLINC150's oos_test and oos_train (diffuse: anything the assistant does not do);
+    - `new-intents`: every query of `--new-intents` intents drawn with `--train-seed`, removed from the
+      training data and from the in-scope stream (a topic the assistant was not built for, which users
+      start asking about from the change on)."""
+    data = dict(data)
+    if args.scenario == "out-of-scope":
+        data["problems"] = pd.concat([data["oos_test"], data["oos_train"]], ignore_index=True)
+        return data
+    intents = np.sort(data["train"]["label"].unique())
+    if not 0 < args.new_intents < len(intents) - 2:
+        raise SystemExit(f"--new-intents must be between 1 and {len(intents) - 3}, got {args.new_intents}")
+    held = set(np.random.default_rng(args.train_seed).choice(intents, args.new_intents, replace=False).tolist())
+    parts = []
+    for split in ("train", "val", "test"):
+        frame = data[split]
+        is_new = frame["label"].isin(held)
+        parts.append(frame[is_new])
+        data[split] = frame[~is_new].reset_index(drop=True)
+    data["problems"] = pd.concat(parts, ignore_index=True)
+    data["new_intents"] = pd.DataFrame({"intent": sorted(held)})
+    return data
+
+
 @dataclass
 class Batch:
     index: int
@@ -100,7 +133,7 @@ def make_stream(data: dict[str, pd.DataFrame], args: argparse.Namespace, seed: i
     rng = np.random.default_rng(seed)
     pool = pd.concat([data["test"], data["val"]], ignore_index=True)  # in-scope queries no training saw
     in_scope = pool["text"].to_numpy()[rng.permutation(len(pool))]
-    oos = np.concatenate([data[k]["text"].to_numpy() for k in ("oos_test", "oos_train")])
+    oos = data["problems"]["text"].to_numpy()
     oos = oos[rng.permutation(len(oos))]
     n_oos = int(round(args.oos_share * args.batch_size))
     need_oos = n_oos * max(0, args.batches - args.change_at)
@@ -286,13 +319,14 @@ def phase_counts(result: SeedResult, args: argparse.Namespace) -> dict[str, dict
 def render(results: list[SeedResult], args: argparse.Namespace, wall_s: float, command: str) -> str:
     lines = [
         f"Date: {_dt.date.today().isoformat()}. 2-core CPU, shared. Command: `{command}`",
-        f"Stream: {args.batches} batches of {args.batch_size} queries; out-of-scope share {args.oos_share} from batch "
+        f"Problems: {PROBLEMS_SAID[args.scenario].format(n=args.new_intents, intents=', '.join(args.held_intents))}",
+        f"Stream: {args.batches} batches of {args.batch_size} queries; problem share {args.oos_share} from batch "
         f"{args.change_at} on; feedback on {args.feedback_share:.0%} of the rows; retrain cool-down {args.cooldown} "
         f"batches; selection budget `{args.budget}`. Total {wall_s:.0f} s.",
         "",
-        "Missed-problem rate = out-of-scope queries the serving guard accepted / out-of-scope queries, on the "
-        "batches after the change (95% Clopper-Pearson intervals); in-scope flag rate = in-scope queries "
-        "flagged / in-scope queries on the same batches.",
+        "Missed-problem rate = problems the serving guard accepted / problems, on the "
+        "batches after the change (95% Clopper-Pearson intervals); in-scope flag rate = other queries "
+        "flagged / other queries on the same batches.",
         "",
         "| seed | missed, first champion | missed, retrained on feedback | in-scope flagged, first | in-scope flagged, retrained | change -> alarm | alarm -> new champion | retrains (alarm batch: version, train s, promoted) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -330,12 +364,17 @@ def render(results: list[SeedResult], args: argparse.Namespace, wall_s: float, c
     return "\n".join(lines)
 
 
-def write_docs(table: str) -> None:
+def write_docs(table: str, scenario: str) -> None:
+    begin, end = (BEGIN, END) if scenario == "out-of-scope" else (
+        BEGIN.replace(":begin", f"[{scenario}]:begin"), END.replace(":end", f"[{scenario}]:end"))
     text = DOCS.read_text()
-    block = f"{BEGIN}\n{table}\n{END}"
-    if BEGIN in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
+    block = f"{begin}\n{table}\n{end}"
+    if begin in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
+    elif BEGIN in text:  # a second scenario's block goes right after the first one's
+        head, rest = text.split(END, 1)
+        text = head + END + "\n\n" + block + rest
     else:
         text = text.rstrip() + "\n\n## The feedback loop on CLINC150 (benchmarks/feedback_loop.py)\n\n" + block + "\n"
     DOCS.write_text(text)
@@ -355,6 +394,10 @@ def main() -> None:
     parser.add_argument("--cooldown", type=int, default=6)
     parser.add_argument("--min-problems", type=int, default=20,
                         help="retrain on an alarm only once the store holds this many confirmed problems outside the holdout")
+    parser.add_argument("--scenario", choices=SCENARIOS, default="out-of-scope",
+                        help="what the problems are: CLINC150's out-of-scope queries, or the queries of --new-intents "
+                             "intents the champion was never trained on (a new topic users start asking about)")
+    parser.add_argument("--new-intents", type=int, default=10, help="how many intents the new-intents scenario holds out")
     parser.add_argument("--home", type=Path, default=None, help="folder for the seeds' homes (default: a new /tmp folder)")
     parser.add_argument("--append-docs", action="store_true", help="write the table into docs/benchmarks.md")
     args = parser.parse_args()
@@ -364,7 +407,8 @@ def main() -> None:
 
     base = args.home or Path(tempfile.mkdtemp(prefix="ebmops-feedback-loop-"))
     base.mkdir(parents=True, exist_ok=True)
-    data = load_clinc150(args.data_path)
+    data = scenario_data(load_clinc150(args.data_path), args)
+    args.held_intents = data["new_intents"]["intent"].tolist() if "new_intents" in data else []
     files = write_training_files(data, base / "files")
     t0 = time.perf_counter()
     env, train_args = train_champion(files, args, base / "home")
@@ -374,7 +418,7 @@ def main() -> None:
     table = render(results, args, time.perf_counter() - t0, command)
     print(table)
     if args.append_docs:
-        write_docs(table)
+        write_docs(table, args.scenario)
 
 
 if __name__ == "__main__":
