@@ -74,7 +74,8 @@ class EnergyMarginObjective:
     ) -> ObjectiveOutput:
         x, y = split_batch(batch)
         n_out = self.outlier_batch_size or x.shape[0]
-        n_synthetic = int(round(self.synthetic_share * n_out)) if self.synthetic is not None else 0
+        # at least one known row per batch, however small the batch
+        n_synthetic = min(int(round(self.synthetic_share * n_out)), n_out - 1) if self.synthetic is not None else 0
         parts = [self._draw(self.outliers, n_out - n_synthetic, generator)]
         if n_synthetic:
             parts.append(self._draw(self.synthetic, n_synthetic, generator))
@@ -125,6 +126,11 @@ class MarginConfig(ObjectiveConfig):
     ce_weight: float = 1.0
     outlier_batch_size: int | None = None
     synthetic_share: float = 0.5  # share of each outlier batch that is feature-permuted when outliers are given
+
+    def __post_init__(self) -> None:
+        share = self.synthetic_share
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share < 1.0:
+            raise ValueError(f"margin: synthetic_share must be a number in [0, 1), got {share!r}")
 
     def build(self, context: ObjectiveContext) -> EnergyMarginObjective:
         synthetic = feature_permuted(context.x_train, context.generator)

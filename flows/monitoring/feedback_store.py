@@ -187,9 +187,10 @@ class FeedbackStore:
             raise FeedbackStoreError(f"{self.index_path}: feedback index format {index.get('format') if isinstance(index, dict) else '?'}, expected {STORE_FORMAT}")
         return index
 
-    def rows(self) -> pd.DataFrame:
-        """Every stored row, in the order added (parts in index order), superseded labels included."""
-        index = self.read_index()
+    def rows(self, index: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Every stored row, in the order added (parts in index order), superseded labels included.
+        `index`: one the caller already read, so that rows and batch ids come from the same state."""
+        index = self.read_index() if index is None else index
         frames = []
         for part in index["parts"]:
             path = self.root / part["file"]
@@ -312,7 +313,7 @@ class FeedbackStore:
         if not isinstance(holdout_batches, int) or isinstance(holdout_batches, bool) or holdout_batches < 0:
             raise ValueError(f"holdout_batches must be a whole number >= 0, got {holdout_batches!r}")
         index = self.read_index()
-        rows = self.rows()
+        rows = self.rows(index)  # the same index: a batch added meanwhile is in neither, not in one
         columns = tuple(index["input_columns"] or ())
         batch_ids = tuple(dict.fromkeys(p["batch_id"] for p in index["parts"]))
         holdout_ids = batch_ids[len(batch_ids) - holdout_batches :] if holdout_batches else ()
@@ -351,17 +352,32 @@ class FeedbackStore:
         )
 
 
-def holdout_frame(model_name: str, holdout_batches: int = 1) -> pd.DataFrame | None:
-    """The holdout rows of `model_name`'s feedback store (input columns + `feedback` +
-    `is_ood_at_serving`), for the promotion gate; None when the store is missing or has no holdout.
-    These rows are never training data of a retrain that takes the same snapshot."""
+def holdout_frame(
+    model_name: str, holdout_batches: int = 1, batch_ids: Sequence[str] | None = None
+) -> pd.DataFrame | None:
+    """Holdout rows of `model_name`'s feedback store (input columns + `feedback` +
+    `is_ood_at_serving`), for the promotion gate; None when the store is missing or has none.
+
+    `batch_ids`: the batches a challenger's snapshot held out (its `ebmops.feedback.holdout_batch_ids`
+    tag): exactly those rows, whatever arrived since, so the gate never scores rows the challenger
+    trained on. Without it, the newest `holdout_batches` batches now (a challenger trained without
+    feedback learned from none of them)."""
     store = FeedbackStore.for_model(model_name)
     if not store.index_path.exists():
         return None
-    snapshot = store.snapshot(holdout_batches)
-    if snapshot.holdout.empty:
+    if batch_ids is None:
+        snapshot = store.snapshot(holdout_batches)
+        held, columns = snapshot.holdout, snapshot.input_columns
+    else:
+        index = store.read_index()
+        rows = store.rows(index).drop_duplicates(HASH, keep="last")  # newest label per input, as a snapshot
+        held = rows[rows[BATCH].isin(set(batch_ids))].copy()
+        held[FEEDBACK] = held[FEEDBACK].astype(np.int8)
+        held[FLAGGED] = held[FLAGGED].astype(bool)
+        columns = tuple(index["input_columns"] or ())
+    if held.empty:
         return None
-    return snapshot.holdout[[*snapshot.input_columns, FEEDBACK, FLAGGED]].reset_index(drop=True)
+    return held[[*columns, FEEDBACK, FLAGGED]].reset_index(drop=True)
 
 
 def take_snapshot(model_name: str, holdout_batches: int, out_dir: Path) -> Path:
@@ -480,9 +496,16 @@ def merge_into_vector_splits(
         problems, dropped["problems_in_training_data"] = _drop_rows_in(problems, features, in_train)
         fine, dropped["fine_in_evaluation_data"] = _drop_rows_in(fine, features, evaluation)
         fine, dropped["fine_already_in_training_data"] = _drop_rows_in(fine, features, in_train)
+    known_outliers = (
+        set(input_hashes(pd.read_parquet(paths["outliers"])[features], features)) if "outliers" in paths else set()
+    )
+    if not from_text:  # (the text path dropped these by query already)
+        fine, dropped["fine_in_outliers"] = _drop_rows_in(fine, features, known_outliers)
     out_dir = Path(out_dir)
     label = None
     problems, validation = split_problems_for_selection(problems, features)
+    # a problem the user's outliers already hold would be validation rows a margin candidate trained against
+    validation, dropped["validation_rows_in_outliers"] = _drop_rows_in(validation, features, known_outliers)
     if len(validation):
         # the selection stage chooses on these (an OOD validation set); the margin objective never trains on them
         paths[FEEDBACK_OOD_VAL_SPLIT] = str(_write_parquet_atomic(validation, out_dir / f"{FEEDBACK_OOD_VAL_SPLIT}.parquet"))
@@ -523,16 +546,14 @@ MIN_PROBLEMS_FOR_VALIDATION = 100
 
 def split_problems_for_selection(problems: pd.DataFrame, features: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(rows for the known outliers, rows for the selection stage's OOD validation). From
-    MIN_PROBLEMS_FOR_VALIDATION confirmed problems on, half of them (chosen by their content hash, so
-    the same rows go the same way in every retrain) become an OOD validation set: the selection then
+    MIN_PROBLEMS_FOR_VALIDATION confirmed problems on, about half of them (by a bit of their content
+    hash, so a row goes the same way in every retrain, however many problems came since) become an OOD validation set: the selection then
     chooses among the candidates on real problems, and a margin-style candidate is never scored on the
     rows it was trained against. Fewer problems all go to the outliers."""
     if len(problems) < MIN_PROBLEMS_FOR_VALIDATION:
         return problems, problems.iloc[0:0]
-    hashes = input_hashes(problems, features)
-    order = np.argsort(np.asarray(hashes))
-    to_validation = np.zeros(len(problems), dtype=bool)
-    to_validation[order[1::2]] = True
+    # each row's side is a bit of its own hash: a problem added later never moves another to the other side
+    to_validation = np.array([int(h[-1], 16) % 2 == 1 for h in input_hashes(problems, features)], dtype=bool)
     return problems[~to_validation].reset_index(drop=True), problems[to_validation].reset_index(drop=True)
 
 

@@ -224,15 +224,35 @@ def guard_inputs(frame, guard: Guard):
     return frame[[c for c in frame.columns if c not in META_COLUMNS]]
 
 
+def challenger_holdout(model_name: str, challenger: str):
+    """(holdout rows, why none) for the gate: the batches the challenger's feedback snapshot held out
+    (its tags `ebmops.feedback.model` / `ebmops.feedback.holdout_batch_ids`), read from that store
+    whatever arrived since; for a challenger trained without feedback, the newest batch of the model's
+    store."""
+    from mlflow import MlflowClient
+
+    from flows.monitoring.feedback_store import holdout_frame
+
+    tags = MlflowClient().get_model_version(model_name, str(challenger)).tags or {}
+    store_model = tags.get("ebmops.feedback.model")
+    if store_model is None:
+        frame = holdout_frame(model_name)
+        return frame, f"no holdout feedback rows for model {model_name}"
+    batch_ids = json.loads(tags.get("ebmops.feedback.holdout_batch_ids") or "[]")
+    if not batch_ids:
+        return None, f"version {challenger} was trained on every feedback batch of {store_model} (none held out)"
+    return holdout_frame(store_model, batch_ids=batch_ids), f"the held-out batches {batch_ids} of {store_model} hold no rows"
+
+
 def holdout_feedback_verdicts(model_name: str, champion: str, challenger: str, gate, holdout=None) -> list:
     """The holdout feedback gates for champion vs challenger (`holdout`: rows with input columns and
-    `feedback`; default: the model's feedback store holdout). One skipped verdict when there is none."""
+    `feedback`; default: `challenger_holdout`). One skipped verdict when there is none."""
     from evaluation.compare import feedback_skipped_verdict, feedback_verdicts
-    from flows.monitoring.feedback_store import FEEDBACK, holdout_frame
+    from flows.monitoring.feedback_store import FEEDBACK
 
-    frame = holdout_frame(model_name) if holdout is None else holdout
+    frame, why_none = challenger_holdout(model_name, challenger) if holdout is None else (holdout, "no holdout rows given")
     if frame is None or len(frame) == 0:
-        return [feedback_skipped_verdict(f"no holdout feedback rows for model {model_name}", gate)]
+        return [feedback_skipped_verdict(why_none, gate)]
     flags = {}
     for role, version in (("champion", champion), ("challenger", challenger)):
         guard = Guard.load(registry.version_uri(model_name, version))

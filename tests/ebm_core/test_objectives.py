@@ -254,3 +254,20 @@ def test_margin_config_keeps_feature_permuted_rows_beside_known_outliers():
     assert alone.synthetic is None
     without = MarginConfig().build(ObjectiveContext(x, generator, None, None))
     assert without.synthetic is None and without.outliers.shape == (20, 2)
+    for bad in (1.0, -0.1, "0.5", True):
+        with pytest.raises(ValueError, match="synthetic_share"):
+            MarginConfig(synthetic_share=bad)
+
+
+def test_energy_margin_draws_a_known_row_even_when_the_synthetic_share_rounds_to_the_whole_batch():
+    seen = []
+
+    def energy_fn(batch):
+        seen.append(batch.clone())
+        return batch.sum(dim=1)
+
+    known, synthetic = torch.full((3, 2), 100.0), torch.full((5, 2), -100.0)
+    EnergyMarginObjective(known, outlier_batch_size=1, synthetic=synthetic, synthetic_share=0.9)(
+        energy_fn, torch.zeros((4, 2)), torch.Generator().manual_seed(0)
+    )
+    assert seen[1].tolist() == [[100.0, 100.0]]

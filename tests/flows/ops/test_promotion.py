@@ -421,3 +421,38 @@ def test_holdout_feedback_gates_score_champion_and_challenger_on_the_same_rows(s
     assert missed.passed and false_alarms.passed  # a tolerance of 1.0 lets anything through
     (skipped,) = holdout_feedback_verdicts(MODEL, "1", "2", FeedbackGate(), holdout=holdout.head(0))
     assert skipped.gate == "feedback_holdout" and skipped.message.startswith("skipped:")
+
+
+@pytest.mark.slow
+def test_the_holdout_gate_scores_the_batches_the_challenger_held_out_not_the_newest(scenario, monkeypatch):
+    """A batch that arrived after the retrain is not the challenger's holdout: the gate reads the batch
+    ids the challenger's snapshot held out (its tags), and skips when it held none out."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    from flows.monitoring.feedback_store import FeedbackStore
+    from flows.ops.promotion import challenger_holdout
+
+    monkeypatch.setenv("EBMOPS_HOME", str(scenario["home"]))
+    registry.configure_tracking()
+    features = list(scenario["data"].feature_columns)
+    rows = pd.read_parquet(scenario["data"].path("in_test"))[features].head(12)
+    store = FeedbackStore.for_model(MODEL)
+    for batch_id, part in (("held@1", rows.iloc[:5]), ("newer@2", rows.iloc[5:])):
+        store.add_batch(part.assign(feedback=1), input_columns=features, batch_id=batch_id, source=batch_id,
+                        model_version="2", is_ood=np.zeros(len(part), bool))
+    client = MlflowClient()
+    client.set_model_version_tag(MODEL, "3", "ebmops.feedback.model", MODEL)
+    client.set_model_version_tag(MODEL, "3", "ebmops.feedback.holdout_batch_ids", json.dumps(["held@1"]))
+    frame, _ = challenger_holdout(MODEL, "3")
+    assert frame[features].to_numpy().tolist() == rows.iloc[:5].to_numpy().tolist()
+
+    newest, _ = challenger_holdout(MODEL, "1")  # trained without feedback: the newest batch
+    assert newest[features].to_numpy().tolist() == rows.iloc[5:].to_numpy().tolist()
+
+    client.set_model_version_tag(MODEL, "3", "ebmops.feedback.holdout_batch_ids", "[]")
+    none, why = challenger_holdout(MODEL, "3")
+    assert none is None and "none held out" in why
