@@ -28,6 +28,7 @@ from evaluation.files import write_text_atomic
 EMBEDDING_PREFIX = "emb_"
 FEATURIZER_NAME = "all-MiniLM-L6-v2"  # what the registered guard uses to embed raw text
 OUTLIERS_SPLIT = "outliers"
+FEEDBACK_OUTLIERS_SPLIT = "outliers_feedback"  # confirmed problems from feedback: trained against, cross-fitted, never test data
 OOD_VAL_PREFIX = "ood_val_"
 TEXT_CHECK_FILE = "text_checks.json"
 IN_DISTRIBUTION_TEXT_SPLITS = ("train", "calibration", "in_test")

@@ -50,6 +50,7 @@ import pandas as pd
 
 from evaluation.files import atomic_writer, write_json_atomic
 from flows import settings
+from flows.data.text_splits import FEEDBACK_OUTLIERS_SPLIT
 
 INDEX_FILE = "index.json"
 PARTS_DIR = "parts"
@@ -439,12 +440,14 @@ def fine_label(train_labels: pd.Series) -> Any:
 def merge_into_vector_splits(
     split_paths: dict[str, str], feature_columns: Sequence[str], snapshot_json: Path, out_dir: Path, label_column: str
 ) -> tuple[dict[str, str], Any, Path]:
-    """Write train and outliers with the snapshot's training rows added, into `out_dir`.
+    """Write train and `outliers_feedback` with the snapshot's training rows, into `out_dir`.
 
     The rows come from the embedded `feedback_problems` / `feedback_fine` splits when present (text
     runs: they were checked as text and embedded with the other splits), else from the snapshot's
-    Parquet files (vector guards: their columns must be `feature_columns`). Problems are appended to
-    `outliers` (created if absent; features only, outliers carry no labels); fine flagged rows to
+    Parquet files (vector guards: their columns must be `feature_columns`). Problems become the split
+    `outliers_feedback` (features only; margin-style objectives train against it beside `outliers`,
+    and the selection stage cross-fits on it, see flows/pipeline/selection.py), minus rows the user's
+    `outliers` already hold; fine flagged rows (minus rows among the outliers) are appended to
     `train`, with the class label of `fine_label` when train is labelled. For vector rows, rows equal
     to an evaluation row (calibration, in_test, ood_*) are dropped (they must never be training data
     of a run that tests on them), and so are problems equal to a training row (a conflict: people
@@ -503,19 +506,12 @@ def merge_into_vector_splits(
         fine, dropped["fine_in_outliers"] = _drop_rows_in(fine, features, known_outliers)
     out_dir = Path(out_dir)
     label = None
-    problems, validation = split_problems_for_selection(problems, features)
-    # a problem the user's outliers already hold would be validation rows a margin candidate trained against
-    validation, dropped["validation_rows_in_outliers"] = _drop_rows_in(validation, features, known_outliers)
-    if len(validation):
-        # the selection stage chooses on these (an OOD validation set); the margin objective never trains on them
-        paths[FEEDBACK_OOD_VAL_SPLIT] = str(_write_parquet_atomic(validation, out_dir / f"{FEEDBACK_OOD_VAL_SPLIT}.parquet"))
+    # a problem the user's outliers already hold is trained against already; as a cross-fitted row it
+    # would also validate a candidate that trained against it
+    problems, dropped["problems_in_outliers"] = _drop_rows_in(problems, features, known_outliers)
+    n_before = len(pd.read_parquet(paths["outliers"])) if "outliers" in paths else 0
     if len(problems):
-        outliers = [pd.read_parquet(paths["outliers"])[features]] if "outliers" in paths else []
-        n_before = len(outliers[0]) if outliers else 0
-        merged = pd.concat([*outliers, problems], ignore_index=True)
-        paths["outliers"] = str(_write_parquet_atomic(merged, out_dir / "outliers.parquet"))
-    else:
-        n_before = len(pd.read_parquet(paths["outliers"])) if "outliers" in paths else 0
+        paths[FEEDBACK_OUTLIERS_SPLIT] = str(_write_parquet_atomic(problems, out_dir / f"{FEEDBACK_OUTLIERS_SPLIT}.parquet"))
     if len(fine):
         added = fine.copy()
         if label_column in train.columns:
@@ -525,7 +521,6 @@ def merge_into_vector_splits(
         paths["train"] = str(_write_parquet_atomic(merged, out_dir / "train.parquet"))
     record["applied"] = {
         "problems_added_to_outliers": len(problems),
-        "problems_added_to_ood_validation": len(validation),
         "outliers_before": n_before,
         "fine_flagged_added_to_train": len(fine),
         "fine_flagged_label": label,
@@ -535,26 +530,6 @@ def merge_into_vector_splits(
     record["applied"]["dropped"] = {k: v for k, v in record["applied"]["dropped"].items() if v}
     path = write_json_atomic(out_dir / SNAPSHOT_FILE, record, indent=2)
     return paths, label, path
-
-
-FEEDBACK_OOD_VAL_SPLIT = "ood_val_feedback"  # OOD validation for the selection stage (prefix ood_val_: never test data)
-# Below this every confirmed problem trains (outliers). An AUROC on fewer than 50 problems has a standard
-# error of 0.01-0.02 even near 0.99 (Hanley-McNeil), more than the gaps between the candidates it would
-# rank: on CLINC150 a 14-row set chose a composition that missed 8% of later problems instead of 6%.
-MIN_PROBLEMS_FOR_VALIDATION = 100
-
-
-def split_problems_for_selection(problems: pd.DataFrame, features: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(rows for the known outliers, rows for the selection stage's OOD validation). From
-    MIN_PROBLEMS_FOR_VALIDATION confirmed problems on, about half of them (by a bit of their content
-    hash, so a row goes the same way in every retrain, however many problems came since) become an OOD validation set: the selection then
-    chooses among the candidates on real problems, and a margin-style candidate is never scored on the
-    rows it was trained against. Fewer problems all go to the outliers."""
-    if len(problems) < MIN_PROBLEMS_FOR_VALIDATION:
-        return problems, problems.iloc[0:0]
-    # each row's side is a bit of its own hash: a problem added later never moves another to the other side
-    to_validation = np.array([int(h[-1], 16) % 2 == 1 for h in input_hashes(problems, features)], dtype=bool)
-    return problems[~to_validation].reset_index(drop=True), problems[to_validation].reset_index(drop=True)
 
 
 def _drop_rows_in(frame: pd.DataFrame, features: list[str], hashes: set[str]) -> tuple[pd.DataFrame, int]:

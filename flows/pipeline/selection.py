@@ -13,6 +13,11 @@ Validation schemes (the first that applies):
   seeded splits.
 - `held_out_clusters`: no labels either. The same with k-means clusters of the training rows as
   pseudo-classes (stated synthetic scheme: near-OOD that looks like a missing topic).
+- `known_problems+<one of the above>`: confirmed problems from feedback (at least
+  MIN_KNOWN_PROBLEMS). They are too few to spend half on validation alone, so they are cross-fitted:
+  two folds, each validating on one seeded half of them while margin-style candidates train against
+  the other half (plus any known outliers); the scheme above is averaged in as the second estimate,
+  each weighing half. The refit trains against all of them.
 
 Rule (also in the search space file and the report): highest mean validation AUROC; candidates within
 `tie_tolerance` of the best are compared by mean validation FPR95 (lower wins; FPR95s within the
@@ -195,6 +200,39 @@ class Fold:
     use_external_ood: bool
     held_out: tuple = ()
     scheme: str = ""  # which validation scheme cut this fold
+    known_problem_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))  # validated on here
+
+
+KNOWN_PROBLEMS_SCHEME = "known_problems"
+MIN_KNOWN_PROBLEMS = 20  # 10 per fold; fewer only train
+
+
+def known_problem_folds(x: np.ndarray, n_problems: int, space: "SearchSpace", seed: int) -> list[Fold]:
+    """Two folds over `n_problems` confirmed problems: fold j validates on half j (a seeded split) and
+    its margin-style candidates train against the other half; the in-distribution rows are split as
+    in the `ood_val` scheme."""
+    if n_problems < MIN_KNOWN_PROBLEMS:
+        raise ValueError(f"cross-fitting needs at least {MIN_KNOWN_PROBLEMS} known problems, got {n_problems}")
+    rng = np.random.default_rng([seed, 1])
+    order = rng.permutation(x.shape[0])
+    n_id = max(1, int(round(space.id_validation_fraction * x.shape[0])))
+    fit_rows, id_rows = np.sort(order[n_id:]), np.sort(order[:n_id])
+    halves = np.array_split(rng.permutation(n_problems), 2)
+    return [
+        Fold(fit_rows, id_rows, np.zeros(0, dtype=int), False, (), KNOWN_PROBLEMS_SCHEME, np.sort(half))
+        for half in halves
+    ]
+
+
+def fold_outliers(fold: Fold, outliers: np.ndarray | None, known_problems: np.ndarray | None) -> np.ndarray | None:
+    """What margin-style candidates train against on `fold`: the known outliers and every known
+    problem the fold does not validate on."""
+    parts = [outliers] if outliers is not None and len(outliers) else []
+    if known_problems is not None and len(known_problems):
+        keep = np.ones(len(known_problems), dtype=bool)
+        keep[fold.known_problem_rows] = False
+        parts.append(known_problems[keep])
+    return np.concatenate(parts) if parts else None
 
 
 def validation_scheme(has_labels: bool, has_ood_val: bool) -> str:
@@ -334,6 +372,7 @@ def evaluate_candidate(
     diverges) is recorded with its error, never silently dropped or replaced."""
     data = load_folds(folds_path)
     x, y, external_ood, folds = data["x"], data["y"], data["ood_val"], data["folds"]
+    known_problems = data["known_problems"]
     fold_auroc, fold_fpr95, id_scores, ood_scores = [], [], [], []
     fit_seconds = score_seconds = 0.0
     n_scored = 0
@@ -342,7 +381,8 @@ def evaluate_candidate(
             detector = spec.build(step_scale)
             started = time.perf_counter()
             labels = y[fold.fit_rows] if (y is not None and spec.family == "labelled") else None
-            detector.fit(x[fold.fit_rows], labels, **spec.fit_params(seed + i, outliers=data["outliers"]))
+            outliers = fold_outliers(fold, data["outliers"], known_problems)
+            detector.fit(x[fold.fit_rows], labels, **spec.fit_params(seed + i, outliers=outliers))
             fit_seconds += time.perf_counter() - started
             started = time.perf_counter()
             s_id = detector.score(x[fold.id_rows])
@@ -351,6 +391,8 @@ def evaluate_candidate(
                 parts.append(detector.score(x[fold.ood_rows]))
             if fold.use_external_ood and external_ood is not None:
                 parts.append(detector.score(external_ood))
+            if len(fold.known_problem_rows):
+                parts.append(detector.score(known_problems[fold.known_problem_rows]))
             s_ood = np.concatenate(parts)
             score_seconds += time.perf_counter() - started
             n_scored += len(s_id) + len(s_ood)
@@ -391,6 +433,8 @@ def validation_baselines(folds_path: str | Path) -> dict[str, dict[str, float]]:
         parts = [x[fold.ood_rows]] if len(fold.ood_rows) else []
         if fold.use_external_ood and external_ood is not None:
             parts.append(external_ood)
+        if len(fold.known_problem_rows):
+            parts.append(data["known_problems"][fold.known_problem_rows])
         fit_labels = y[fold.fit_rows] if y is not None else None
         if fit_labels is not None and len(np.unique(fit_labels)) < 2:
             fit_labels = None  # e.g. a held-out-cluster fold of two-class data: label-free baselines only
@@ -577,12 +621,15 @@ def save_folds(
     ood_val: np.ndarray | None,
     folds: list[Fold],
     outliers: np.ndarray | None = None,
+    known_problems: np.ndarray | None = None,
 ) -> Path:
-    """x, labels, OOD validation rows, known-bad training rows (outliers, never validation data) and
-    each fold's row indices and held-out classes."""
+    """x, labels, OOD validation rows, known-bad training rows (outliers, never validation data), the
+    cross-fitted known problems, and each fold's row indices and held-out classes."""
     arrays: dict[str, np.ndarray] = {"x": np.asarray(x, dtype=np.float64)}
     if outliers is not None:
         arrays["outliers"] = np.asarray(outliers, dtype=np.float64)
+    if known_problems is not None:
+        arrays["known_problems"] = np.asarray(known_problems, dtype=np.float64)
     if y is not None:
         arrays["y"] = np.asarray([str(v) for v in y])
     if ood_val is not None:
@@ -594,6 +641,7 @@ def save_folds(
         arrays[f"fold{i}.external"] = np.asarray(fold.use_external_ood)
         arrays[f"fold{i}.held_out"] = np.asarray([str(c) for c in fold.held_out])
         arrays[f"fold{i}.scheme"] = np.asarray(fold.scheme)
+        arrays[f"fold{i}.known_problems"] = np.asarray(fold.known_problem_rows, dtype=int)
     path = Path(path)
     with open(path, "wb") as handle:  # np.savez would add ".npz" to a bare path
         np.savez(handle, **arrays)  # plain arrays: loaded with allow_pickle=False
@@ -606,10 +654,11 @@ def load_folds(path: str | Path) -> dict[str, Any]:
         while f"fold{i}.fit" in data:
             held_out = tuple(data[f"fold{i}.held_out"].tolist()) if f"fold{i}.held_out" in data else ()
             scheme = str(data[f"fold{i}.scheme"]) if f"fold{i}.scheme" in data else ""
+            known = data[f"fold{i}.known_problems"] if f"fold{i}.known_problems" in data else np.zeros(0, dtype=int)
             folds.append(
                 Fold(
                     data[f"fold{i}.fit"], data[f"fold{i}.id"], data[f"fold{i}.ood"], bool(data[f"fold{i}.external"]),
-                    held_out, scheme,
+                    held_out, scheme, known,
                 )
             )
             i += 1
@@ -618,6 +667,7 @@ def load_folds(path: str | Path) -> dict[str, Any]:
             "y": data["y"] if "y" in data else None,
             "ood_val": data["ood_val"] if "ood_val" in data else None,
             "outliers": data["outliers"] if "outliers" in data else None,
+            "known_problems": data["known_problems"] if "known_problems" in data else None,
             "folds": folds,
         }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,7 @@ from flows.data.datasets import (
 )
 from flows.data.data_checks import ChecksFailed
 from flows.data.sources import DataSource, DigitsSource, VectorDirSource
-from flows.data.text_splits import OOD_VAL_PREFIX, min_calibration_rows
+from flows.data.text_splits import FEEDBACK_OUTLIERS_SPLIT, OOD_VAL_PREFIX, min_calibration_rows
 from flows.pipeline import selection
 
 DATA_CHECK_FILE = "data_checks.json"
@@ -110,13 +110,21 @@ def load_data(config: PipelineConfig, run_dir: Path, source: DataSource | None =
     )
 
 
+def known_outliers(data: PreparedData) -> np.ndarray | None:
+    """Every known-bad row margin-style objectives train against: the user's `outliers` and the
+    confirmed problems from feedback (`outliers_feedback`); None when there are none."""
+    features = list(data.feature_columns)
+    parts = [read_vectors(data.path(s), features) for s in ("outliers", FEEDBACK_OUTLIERS_SPLIT) if s in data.split_paths]
+    return np.concatenate(parts) if parts else None
+
+
 def add_feedback(data: PreparedData, snapshot_json: Path, run_dir: Path) -> tuple[PreparedData, Path]:
-    """The data with a feedback snapshot's training rows added (problems -> `outliers`, and from 100 on half
-    of them -> the OOD validation split `ood_val_feedback` the selection stage chooses on; fine flagged
-    inputs -> `train`; `flows.monitoring.feedback_store.merge_into_vector_splits` says how), written
+    """The data with a feedback snapshot's training rows added (problems -> `outliers_feedback`, which
+    margin-style objectives train against and the selection stage cross-fits on; fine flagged inputs ->
+    `train`; `flows.monitoring.feedback_store.merge_into_vector_splits` says how), written
     under `<run_dir>/data_feedback/`; the data checks run on the result like on any split. Returns the
     data and `<run_dir>/feedback_snapshot.json`, the record the registered version names."""
-    from flows.monitoring.feedback_store import FEEDBACK_OOD_VAL_SPLIT, SNAPSHOT_FILE, merge_into_vector_splits
+    from flows.monitoring.feedback_store import SNAPSHOT_FILE, merge_into_vector_splits
 
     out_dir = Path(run_dir) / "data_feedback"
     paths, label, record = merge_into_vector_splits(
@@ -128,7 +136,7 @@ def add_feedback(data: PreparedData, snapshot_json: Path, run_dir: Path) -> tupl
     merged = PreparedData(
         split_paths=paths,
         feature_columns=data.feature_columns,
-        ood_splits=(*data.ood_splits, *([FEEDBACK_OOD_VAL_SPLIT] if FEEDBACK_OOD_VAL_SPLIT in paths else [])),
+        ood_splits=data.ood_splits,
         value_range=data.value_range,
         allowed_labels=allowed,
         fingerprints={split: file_fingerprint(path) for split, path in paths.items()},
@@ -144,7 +152,7 @@ def validate_data(data: PreparedData, run_dir: Path, alpha: float = 0.05) -> Pat
 
     results = {}
     # known outliers may be few (a handful of confirmed problems from feedback)
-    min_rows = {"train": MIN_TRAIN_ROWS, "calibration": min_calibration_rows(alpha), "outliers": 1}
+    min_rows = {"train": MIN_TRAIN_ROWS, "calibration": min_calibration_rows(alpha), "outliers": 1, FEEDBACK_OUTLIERS_SPLIT: 1}
     for split, path in data.split_paths.items():
         frame = pd.read_parquet(path)
         spec = VectorDatasetSpec(
@@ -190,8 +198,8 @@ def train_detector(
     x_train, labels = read_training_rows(data)
     callbacks = (TqdmProgress(f"training ({detector_config.objective_name})"),) if progress else ()
     outliers = None
-    if "outliers" in data.split_paths and detector_config.objective_name == "margin":
-        outliers = read_vectors(data.path("outliers"), list(data.feature_columns))
+    if detector_config.objective_name == "margin":
+        outliers = known_outliers(data)
     try:
         detector = EnergyDetector(detector_config).fit(
             x_train,
@@ -350,10 +358,17 @@ def plan_selection(data: PreparedData, config: PipelineConfig, run_dir: Path) ->
     # clusters of the rows stand in for them (the labelled candidates still train on the labels).
     enough_classes = labels is not None and len(np.unique(labels)) >= 3
     scheme = selection.validation_scheme(enough_classes, ood_val is not None)
-    folds, _ = selection.make_folds(x_train, labels, scheme, space, config.seed)
-    outliers = read_vectors(data.path("outliers"), list(data.feature_columns)) if "outliers" in data.split_paths else None
+    features = list(data.feature_columns)
+    outliers = read_vectors(data.path("outliers"), features) if "outliers" in data.split_paths else None
+    known = read_vectors(data.path(FEEDBACK_OUTLIERS_SPLIT), features) if FEEDBACK_OUTLIERS_SPLIT in data.split_paths else None
+    cross_fit = known is not None and len(known) >= selection.MIN_KNOWN_PROBLEMS
+    base_space = replace(space, n_splits=space.n_splits_with_ood_val) if cross_fit else space
+    folds, _ = selection.make_folds(x_train, labels, scheme, base_space, config.seed)
+    if cross_fit:  # confirmed problems validate half the folds and train the margin candidates on the rest
+        folds = selection.known_problem_folds(x_train, len(known), space, config.seed) + folds
+        scheme = f"{selection.KNOWN_PROBLEMS_SCHEME}+{scheme}"
     folds_path = selection.save_folds(
-        Path(run_dir) / "selection_folds.npz", x_train, labels, ood_val, folds, outliers=outliers
+        Path(run_dir) / "selection_folds.npz", x_train, labels, ood_val, folds, outliers=outliers, known_problems=known
     )
     return SelectionPlan(
         folds_path=str(folds_path),
@@ -408,7 +423,7 @@ def fit_selected(
         members=tuple(chosen["members"]), weights=tuple(chosen["weights"]),
     )
     x_train, labels = read_training_rows(data)
-    outliers = read_vectors(data.path("outliers"), list(data.feature_columns)) if "outliers" in data.split_paths else None
+    outliers = known_outliers(data)
     callbacks = (TqdmProgress(f"training the winner ({outcome.winner})"),) if progress else ()
     try:
         detector = selection.refit_winner(
@@ -450,8 +465,9 @@ def evaluate_detector(
     split_features = {
         split: read_vectors(path, features)
         for split, path in data.split_paths.items()
-        # outliers trained the margin objective and OOD validation sets chose the detector: neither is test data
-        if split not in ("train", "outliers") and not split.startswith(OOD_VAL_PREFIX)
+        # outliers (the user's and confirmed problems) trained the margin objective and OOD validation sets
+        # chose the detector: neither is test data
+        if split not in ("train", "outliers", FEEDBACK_OUTLIERS_SPLIT) and not split.startswith(OOD_VAL_PREFIX)
     }
     split_scores = {split: detector.score(x) for split, x in split_features.items()}
     score_seconds = time.perf_counter() - started

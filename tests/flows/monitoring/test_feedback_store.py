@@ -255,26 +255,3 @@ def test_monitor_stores_feedback_once_even_when_a_batch_is_scored_again_after_a_
     snap = store.snapshot(holdout_batches=1)
     assert snap.holdout_batch_ids == (stored["batch_id"].iloc[-1],) and snap.counts["n_holdout"] == 10
     assert snap.counts["n_problems"] == 5
-
-
-def test_confirmed_problems_split_between_outliers_and_selection_validation_by_content():
-    from flows.monitoring.feedback_store import MIN_PROBLEMS_FOR_VALIDATION, split_problems_for_selection
-
-    features = ["a", "b"]
-    few = pd.DataFrame({"a": np.arange(MIN_PROBLEMS_FOR_VALIDATION - 1, dtype=float), "b": 1.0})
-    train, validation = split_problems_for_selection(few, features)
-    assert len(train) == len(few) and validation.empty
-
-    n = MIN_PROBLEMS_FOR_VALIDATION
-    rows = pd.DataFrame({"a": np.arange(n, dtype=float), "b": 2.0})
-    train, validation = split_problems_for_selection(rows, features)
-    assert 0.35 * n < len(validation) < 0.65 * n  # about half (a fair bit of each row's hash)
-    assert set(train["a"]).isdisjoint(validation["a"]) and set(train["a"]) | set(validation["a"]) == set(range(n))
-    # problems that arrive later never move an earlier one to the other side
-    more = pd.concat([rows, pd.DataFrame({"a": np.arange(n, n + 37, dtype=float), "b": 2.0})], ignore_index=True)
-    _, validation_later = split_problems_for_selection(more, features)
-    assert set(validation_later["a"]) & set(range(n)) == set(validation["a"])
-    # the same rows go the same way whatever their order (a retrain never validates on rows it trained against)
-    shuffled = rows.sample(frac=1.0, random_state=3).reset_index(drop=True)
-    train2, validation2 = split_problems_for_selection(shuffled, features)
-    assert set(validation2["a"]) == set(validation["a"])

@@ -79,8 +79,10 @@ def test_add_feedback_merges_known_rows_and_drops_evaluation_rows(ebmops_home, t
 
     snapshot_json = take_snapshot(config.model_name, 1, tmp_path / "run" / "feedback")  # b3 held out
     merged, record_path = steps.add_feedback(data, snapshot_json, tmp_path / "run")
-    outliers = pd.read_parquet(merged.path("outliers"))
+    assert "outliers" not in merged.split_paths  # the user gave none; confirmed problems are a split of their own
+    outliers = pd.read_parquet(merged.path("outliers_feedback"))
     assert outliers.to_numpy().tolist() == np.vstack([problems, held]).tolist()
+    assert steps.known_outliers(merged).tolist() == outliers.to_numpy().tolist()
     train = pd.read_parquet(merged.path("train"))
     before = pd.read_parquet(data.path("train"))
     assert len(train) == len(before) + 3 and train["label"].iloc[-3:].tolist() == [-1, -1, -1]
@@ -93,7 +95,7 @@ def test_add_feedback_merges_known_rows_and_drops_evaluation_rows(ebmops_home, t
     merged, record_path = steps.add_feedback(data, snapshot_json, tmp_path / "run2")
     record = json.loads(record_path.read_text())
     assert record["applied"]["dropped"] == {"problems_in_evaluation_data": 1, "fine_already_in_training_data": 1}
-    assert len(pd.read_parquet(merged.path("outliers"))) == 9
+    assert len(pd.read_parquet(merged.path("outliers_feedback"))) == 9
     steps.validate_data(merged, tmp_path / "run2")  # the merged splits pass the same data checks
 
 
@@ -118,7 +120,7 @@ def test_pipeline_with_feedback_trains_margin_on_exactly_the_problem_rows(ebmops
     expected = problems.tolist()  # b0 and b1; b2 (held out) never
     assert len(seen) == 1 and seen[0].tolist() == expected
     data_dir = result.run_dir / "data_feedback"
-    assert pd.read_parquet(data_dir / "outliers.parquet").to_numpy().tolist() == expected
+    assert pd.read_parquet(data_dir / "outliers_feedback.parquet").to_numpy().tolist() == expected
     train = pd.read_parquet(data_dir / "train.parquet")
     assert train[FEATURES].to_numpy()[-3:].tolist() == fine.tolist() and (train["label"].iloc[-3:] == -1).all()
     held_hashes = set(input_hashes(pd.DataFrame(held, columns=FEATURES), FEATURES))

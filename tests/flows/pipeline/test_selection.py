@@ -559,3 +559,56 @@ def test_refit_single_winner_and_budget(tmp_path):
     assert isinstance(ce, EnergyDetector) and ce.config.train.n_steps == 10
     kd = refit_winner(result("kd"), space, x, y, step_scale=0.5, seed=0)
     assert isinstance(kd, KernelDensityDetector) and kd.n_features_in_ == 6
+
+
+# ---- confirmed problems from feedback, cross-fitted ------------------------------------------------------
+def test_known_problem_folds_validate_each_half_once_and_train_on_the_other():
+    from flows.pipeline.selection import MIN_KNOWN_PROBLEMS, fold_outliers, known_problem_folds
+
+    x, _ = direction_blobs(n_classes=3, n_per_class=20)
+    folds = known_problem_folds(x, 25, SearchSpace.from_yaml(), seed=0)
+    assert [f.scheme for f in folds] == ["known_problems", "known_problems"]
+    halves = [set(f.known_problem_rows.tolist()) for f in folds]
+    assert halves[0].isdisjoint(halves[1]) and halves[0] | halves[1] == set(range(25))
+    for fold in folds:
+        assert set(fold.fit_rows.tolist()).isdisjoint(fold.id_rows.tolist()) and not fold.use_external_ood
+    problems = np.arange(25.0)[:, None] * np.ones((1, x.shape[1]))  # row i holds the value i
+    user = np.full((3, x.shape[1]), -1.0)
+    for fold, half in zip(folds, halves):
+        trained = fold_outliers(fold, user, problems)[:, 0].tolist()
+        assert trained[:3] == [-1.0, -1.0, -1.0] and set(trained[3:]) == set(range(25)) - half
+    assert fold_outliers(folds[0], None, None) is None
+    with pytest.raises(ValueError, match=f"at least {MIN_KNOWN_PROBLEMS}"):
+        known_problem_folds(x, MIN_KNOWN_PROBLEMS - 1, SearchSpace.from_yaml(), seed=0)
+
+
+def test_a_candidate_is_scored_on_the_known_problems_its_fold_did_not_train_against(tmp_path, monkeypatch):
+    from flows.pipeline.selection import known_problem_folds
+
+    x, y = direction_blobs(n_classes=3, n_per_class=20)
+    problems = direction_blobs(n_classes=6, n_per_class=10, seed=1)[0][-24:]  # unseen directions
+    folds = known_problem_folds(x, len(problems), SearchSpace.from_yaml(), seed=0)
+    path = save_folds(tmp_path / "folds.npz", x, y, None, folds, known_problems=problems)
+    loaded = load_folds(path)
+    np.testing.assert_array_equal(loaded["known_problems"], problems)
+    for a, b in zip(folds, loaded["folds"]):
+        np.testing.assert_array_equal(a.known_problem_rows, b.known_problem_rows)
+
+    fitted_against = []
+    spec = CandidateSpec("margin", "energy", "labelled", {
+        "hidden_dims": [8], "objective": {"name": "margin"}, "train": {"n_steps": 5, "batch_size": 16}})
+    original_fit = EnergyDetector.fit
+
+    def recording_fit(self, x_fit, y_fit=None, **kwargs):
+        fitted_against.append(kwargs.get("outliers"))
+        return original_fit(self, x_fit, y_fit, **kwargs)
+
+    monkeypatch.setattr(EnergyDetector, "fit", recording_fit)
+    res = evaluate_candidate(spec, path, seed=0)
+    assert res.ok, res.error
+    for fold, outliers, s_ood in zip(folds, fitted_against, res.ood_scores):
+        validated = problems[fold.known_problem_rows]
+        assert len(s_ood) == len(validated)  # scored on its half only
+        trained = {tuple(r) for r in np.round(outliers, 9).tolist()}
+        assert not trained & {tuple(r) for r in np.round(validated, 9).tolist()}  # never trained against it
+        assert len(outliers) == len(problems) - len(validated)
