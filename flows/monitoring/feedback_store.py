@@ -259,14 +259,20 @@ class FeedbackStore:
             return AddResult(batch_id, 0, 0, 0, None)
         rows = frame.iloc[keep][columns].reset_index(drop=True)
         if columns == ["text"]:
-            if not all(isinstance(t, str) and t.strip() for t in rows["text"]):
-                raise FeedbackStoreError(f"batch {batch_id}: empty or missing text among the rows with feedback")
+            empty = [int(keep[i]) for i, t in enumerate(rows["text"]) if not (isinstance(t, str) and t.strip())]
+            if empty:
+                raise FeedbackStoreError(f"batch {batch_id}: column text is empty or missing in rows {empty[:5]} (rows with feedback)")
             rows["text"] = rows["text"].astype(object)
         else:
-            values = rows.to_numpy(dtype=np.float64)
-            if not np.isfinite(values).all():
-                raise FeedbackStoreError(f"batch {batch_id}: NaN or infinite vector values among the rows with feedback")
-            rows = pd.DataFrame(values, columns=columns)
+            for column in columns:
+                numbers = pd.to_numeric(rows[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+                bad = np.flatnonzero(~np.isfinite(numbers))
+                if len(bad):
+                    raise FeedbackStoreError(
+                        f"batch {batch_id}: column {column} must hold finite numbers; rows {keep[bad[:5]].tolist()} "
+                        f"hold {[rows[column].iloc[i] for i in bad[:3]]!r} (rows with feedback)"
+                    )
+            rows = pd.DataFrame(rows.to_numpy(dtype=np.float64), columns=columns)
         rows[FEEDBACK] = feedback[keep].astype(np.int8)
         rows[FLAGGED] = flags[keep]
         rows[HASH] = input_hashes(rows, columns)

@@ -264,15 +264,25 @@ def last_alarm_retrain(entries: list[dict[str, Any]], model_name: str) -> dict[s
 
 
 def cooldown_check(
-    entries: list[dict[str, Any]], model_name: str, cooldown_minutes: float, now: datetime
+    entries: list[dict[str, Any]], model_name: str, cooldown_minutes: float, now: datetime,
+    alarm_id: str | None = None,
 ) -> tuple[bool, str, dict[str, Any] | None]:
     """(may start, why, the previous alarm-started retrain): an alarm may start a retrain unless the
-    previous alarm-started retrain of the same model started less than `cooldown_minutes` before `now`."""
+    previous alarm-started retrain of the same model started less than `cooldown_minutes` before `now`,
+    or the same alarm (`alarm_id`) already started one."""
     if cooldown_minutes < 0 or cooldown_minutes != cooldown_minutes:
         raise ValueError(f"cooldown_minutes must be >= 0, got {cooldown_minutes!r}")
     previous = last_alarm_retrain(entries, model_name)
     if previous is None:
         return True, f"no earlier alarm-started retrain of {model_name}", None
+    if alarm_id is not None:  # an event delivered twice must not train twice, whatever the cool-down
+        same = [e for e in entries if e.get("action") == RETRAIN and e.get("model_name") == model_name
+                and e.get("decision") == RETRAIN_STARTED and e.get("alarm_id") == alarm_id]
+        if same:
+            return False, (
+                f"alarm {alarm_id} already started the retrain of {model_name} in flow run "
+                f"{same[-1].get('retrain_flow_run')} (an event delivered again)"
+            ), same[-1]
     minutes = (now - _parse_time(previous["time"])).total_seconds() / 60.0
     if minutes < cooldown_minutes:
         return False, (
@@ -319,7 +329,9 @@ def start_alarm_retrain(
     the decision: "started" or "skipped". Returns the entry written."""
     with registry_lock(lock_timeout_s):
         entries = read_entries(path, model_name=model_name)
-        allowed, why, previous = cooldown_check(entries, model_name, cooldown_minutes, datetime.now(timezone.utc))
+        allowed, why, previous = cooldown_check(
+            entries, model_name, cooldown_minutes, datetime.now(timezone.utc), alarm_id=alarm_id
+        )
         entry = retrain_entry(
             model_name, RETRAIN_STARTED if allowed else RETRAIN_SKIPPED, alarm_id, retrain_flow_run,
             f"retrain started for alarm {alarm_id}" if allowed else f"retrain skipped for alarm {alarm_id}: {why}",

@@ -166,6 +166,12 @@ def test_bad_batches_are_refused_with_the_reason(ebmops_home):
         add(store, pd.DataFrame({"x0": [1.0], "feedback": [1]}), "b0", [False])
     with pytest.raises(FeedbackStoreError, match="is_ood has"):
         add(store, vectors([[1, 1]], [1]), "b0", [False, True])
+    text_values = pd.DataFrame({"x0": [1.0, "a", 3.0], "x1": [1.0, 2.0, 3.0], "feedback": [1, 1, None]})
+    with pytest.raises(FeedbackStoreError, match=r"column x0 must hold finite numbers; rows \[1\] hold \['a'\]"):
+        add(store, text_values, "b0", [False] * 3)
+    with pytest.raises(FeedbackStoreError, match=r"column text is empty or missing in rows \[2\]"):
+        add(FeedbackStore.for_model("text-guard"), texts(["hi", "there", " "], [1, 0, 1]), "t0", [False] * 3, ["text"])
+    assert store.read_index()["parts"] == []  # nothing stored by a refused batch
     add(store, vectors([[1, 1]], [1]), "b0", [False])
     with pytest.raises(FeedbackStoreError, match=r"holds inputs with columns \['x0', 'x1'\], this batch has \['text'\]"):
         add(store, texts(["hello"], [1]), "t0", [False], ["text"])

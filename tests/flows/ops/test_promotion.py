@@ -339,6 +339,10 @@ def test_cooldown_check_known_answers():
     assert not allowed and why.startswith("cool-down") and "alarm-1" in why and "run-1" in why
     assert audit.cooldown_check(entries, "new-model", 120, now)[0]  # nothing before: allowed
     assert audit.cooldown_check(entries, "other", 4.9, now)[0] and not audit.cooldown_check(entries, "other", 5.1, now)[0]
+    # the same alarm delivered again never trains twice, even with no cool-down
+    allowed, why, previous = audit.cooldown_check(entries, "m", 0, now, alarm_id="alarm-1")
+    assert not allowed and "already started" in why and previous["retrain_flow_run"] == "run-1"
+    assert audit.cooldown_check(entries, "m", 0, now, alarm_id="alarm-9")[0]
     with pytest.raises(ValueError, match="cooldown_minutes"):
         audit.cooldown_check(entries, "m", -1, now)
 
