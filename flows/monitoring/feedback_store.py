@@ -10,9 +10,10 @@ Layout (`$EBMOPS_HOME/feedback/<model>/`):
 
 - `parts/<seq>-<batch hash>.parquet`: append-only Parquet part files, one per `add_batch` call that
   stored new rows, each written atomically (temporary file, fsync, rename);
-- `index.json`: the parts in the order they were added (written atomically after the part). A part
-  file the index does not name (a crash between the two writes) is ignored and overwritten by the
-  next add, which takes the same sequence number.
+- `index.json`: the parts in the order they were added (written atomically after the part). The
+  index is the truth: a part file it does not name (a crash between the two writes) is never read.
+  The next add takes the same sequence number, so the same batch again overwrites it; another batch
+  writes a file of another name, and the orphan stays as unread bytes.
 
 Identity and deduplication. Each row's input has a content hash (`input_hash`: sha256 of the text,
 or of the vector's float64 bytes with the column names). A row is stored once per (input, batch):
