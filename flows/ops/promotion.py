@@ -229,11 +229,9 @@ def challenger_holdout(model_name: str, challenger: str):
     (its tags `ebmops.feedback.model` / `ebmops.feedback.holdout_batch_ids`), read from that store
     whatever arrived since; for a challenger trained without feedback, the newest batch of the model's
     store."""
-    from mlflow import MlflowClient
-
     from flows.monitoring.feedback_store import holdout_frame
 
-    tags = MlflowClient().get_model_version(model_name, str(challenger)).tags or {}
+    tags = registry.get_version(model_name, str(challenger)).tags
     store_model = tags.get("ebmops.feedback.model")
     if store_model is None:
         frame = holdout_frame(model_name)
