@@ -31,8 +31,8 @@ os.environ["EBMOPS_HOME"] = str(_PROCESS_DIR / "ebmops-home")
 # pytest 9 no longer reads.) The files listed here take the longest (`pytest --durations`): handed out
 # first (with `--no-loadscope-reorder`), none of them starts last and holds up the end of the run.
 LONGEST_FIRST = (
-    "tests/reliability/test_monitor_faults.py",
-    "tests/reliability/test_monitor_kills.py",
+    "tests/reliability/monitor/test_monitor_faults.py",
+    "tests/reliability/monitor/test_monitor_kills.py",
     "tests/reliability/test_promotion_faults.py",
     "tests/flows/ops/test_deployments.py",
     "tests/flows/ops/test_batch_scoring.py",

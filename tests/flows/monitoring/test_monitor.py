@@ -12,6 +12,7 @@ from flows.guard import registry
 from flows.monitoring.monitor import ALARM_EVENT, MonitorConfig, monitor, state_path
 from flows.cli.monitor import monitor_command
 from tests.flows.guard_factory import prepare_data, register_version
+from tests.traffic_files import write_batch
 
 # Every test here runs the monitor flow on a freshly trained and registered guard.
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -41,19 +42,6 @@ def guard(registered_guard, monkeypatch):
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     shutil.rmtree(home / "monitoring", ignore_errors=True)
     return registered, test_in
-
-
-def write_batch(folder, name, frame, feedback=None):
-    out = frame.copy()
-    out.insert(0, "timestamp", pd.date_range("2024-05-01", periods=len(out), freq="min", tz="UTC"))
-    if feedback is not None:
-        out["feedback"] = pd.array(feedback, dtype="Int8")
-    path = folder / name
-    if name.endswith(".csv"):
-        out.to_csv(path, index=False)
-    else:
-        out.to_parquet(path, index=False)
-    return path
 
 
 def test_monitor_processes_new_files_only_logs_steps_and_alarms_on_shift(guard, tmp_path, monkeypatch):

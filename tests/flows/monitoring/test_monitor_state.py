@@ -1,6 +1,6 @@
 """The monitor's plain functions, without Prefect or a model: row hashes and new rows of a changed file,
 which files are new, quarantine moves, the state's format upgrade and unreadable states, one-line
-errors. (The flow itself: test_monitor.py; kill -9 and the CLI: tests/reliability/test_monitor_faults.py.)"""
+errors. (The flow itself: test_monitor.py; kill -9 and the CLI: tests/reliability/monitor/.)"""
 
 import json
 from collections import Counter

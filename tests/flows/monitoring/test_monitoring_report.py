@@ -150,7 +150,7 @@ def test_report_after_a_real_monitoring_pass(tmp_path, monkeypatch, capsys):
     import numpy as np
 
     from tests.flows.guard_factory import prepare_data, register_version
-    from tests.flows.monitoring.test_monitor import write_batch
+    from tests.traffic_files import write_batch
 
     home = tmp_path / "ebmops-home"
     monkeypatch.setenv("EBMOPS_HOME", str(home))

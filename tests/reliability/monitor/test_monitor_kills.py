@@ -1,7 +1,7 @@
 """Reliability of `ebmops monitor --once DIR`: a kill -9 at each fault point of the monitor
 (`EBMOPS_FAULT_POINT`), then a rerun: no MLflow step twice, every input counted exactly once, the state
 readable, nothing left pending, the registry invariants hold. Run as the user runs it: the console
-script in a subprocess, a fresh $EBMOPS_HOME per test (tests/reliability/monitor_runs.py)."""
+script in a subprocess, a fresh $EBMOPS_HOME per test (tests/reliability/monitor/)."""
 
 from __future__ import annotations
 
@@ -10,20 +10,7 @@ import signal
 import pytest
 
 from tests.reliability.invariants import assert_registry_invariants
-from tests.reliability.monitor_runs import (  # noqa: F401, F811 - pytest finds fixtures by name
-    MODEL,
-    explain,
-    home,
-    noise,
-    prefect_api_url,
-    read_state,
-    rows,
-    run_monitor,
-    step_counts,
-    template,
-    traffic,
-    write_batch,
-)
+from tests.reliability.monitor.runs import MODEL, explain, noise, read_state, run_monitor, step_counts, write_batch
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,7 @@
 """Reliability of `ebmops monitor --once DIR` (issue: monitoring faults), run as the user runs it: the
 console script in a subprocess, a fresh $EBMOPS_HOME per test (a copy of one registered digits guard),
-the session's Prefect test server (PREFECT_API_URL); tests/reliability/monitor_runs.py. The kill -9
-tests are in tests/reliability/test_monitor_kills.py.
+the session's Prefect test server (PREFECT_API_URL); tests/reliability/monitor/. The kill -9
+tests are in test_monitor_kills.py.
 
 - bad batch files of many kinds are quarantined (moved to DIR/quarantine/, one line naming the file
   and the reason, recorded so they are not retried) and later good files of the same pass are scored;
@@ -20,19 +20,7 @@ import pandas as pd
 import pytest
 
 from tests.reliability.invariants import assert_registry_invariants
-from tests.reliability.monitor_runs import (  # noqa: F401, F811 - pytest finds fixtures by name
-    MODEL,
-    explain,
-    home,
-    prefect_api_url,
-    read_state,
-    rows,
-    run_monitor,
-    step_counts,
-    template,
-    traffic,
-    write_batch,
-)
+from tests.reliability.monitor.runs import MODEL, explain, read_state, run_monitor, step_counts, write_batch
 
 pytestmark = pytest.mark.slow
 
